@@ -1,0 +1,177 @@
+"""Distributions returned by the heads. All of them compute in float32.
+
+Each is a `tfp.distributions.Distribution` so losses read the same everywhere: `-dist.log_prob(target)`.
+"""
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+
+from dreamer_tf import ops
+
+tfd = tfp.distributions
+sg = tf.stop_gradient
+
+
+def unimix_logits(logits, unimix):
+    """Mix the softmax with a uniform distribution (1% in DreamerV3) and return its log-probabilities.
+
+    Keeps every class probability >= unimix / classes, which bounds the KL and the log-probabilities.
+    """
+    logits = tf.cast(logits, tf.float32)
+    if not unimix:
+        return logits
+    probs = tf.nn.softmax(logits, -1)
+    probs = (1.0 - unimix) * probs + unimix / logits.shape[-1]
+    return tf.math.log(probs)
+
+
+class OneHotDist(tfd.OneHotCategorical):
+    """One-hot categorical whose samples carry straight-through gradients: sample + p - sg(p)."""
+
+    def __init__(self, logits, unimix=0.0, name='OneHotDist'):
+        mixed = unimix_logits(logits, unimix)
+        super().__init__(logits=mixed, dtype=tf.float32, name=name)
+        # Stored already mixed, so copies and slices (which call __init__ again) do not mix twice.
+        self._parameters = dict(logits=mixed, unimix=0.0, name=name)
+
+    @classmethod
+    def _parameter_properties(cls, dtype, num_classes=None):
+        return dict(logits=tfp.util.ParameterProperties(event_ndims=1))
+
+    def sample(self, sample_shape=(), seed=None, name='sample'):
+        sample = super().sample(sample_shape, seed=seed)
+        probs = self.probs_parameter()
+        return sample + probs - sg(probs)
+
+    def mode(self, name='mode'):
+        mode = tf.one_hot(tf.argmax(self.logits, -1), self.logits.shape[-1], dtype=tf.float32)
+        probs = self.probs_parameter()
+        return mode + probs - sg(probs)
+
+
+def symexp_bins(num_bins=255, low=-20.0, high=20.0):
+    """Exponentially spaced bins symexp(linspace(low, high, n)), built as an exactly symmetric set.
+
+    Building one half and mirroring it makes bins[i] == -bins[n-1-i] to the bit, so uniform
+    probabilities predict exactly 0 (the Nature release does the same).
+    """
+    if num_bins % 2 == 1 and low == -high:
+        half = np.linspace(low, 0.0, (num_bins - 1) // 2 + 1, dtype=np.float64)
+        half = np.sign(half) * np.expm1(np.abs(half))
+        return np.concatenate([half, -half[:-1][::-1]]).astype(np.float32)
+    lin = np.linspace(low, high, num_bins, dtype=np.float64)
+    return (np.sign(lin) * np.expm1(np.abs(lin))).astype(np.float32)
+
+
+def twohot_encode(x, bins):
+    """Two-hot target: the raw value x split linearly between its two neighbouring bins.
+
+    x: [...] float32, bins: [K] increasing -> [..., K]. Values outside the bin range put all their
+    weight on the nearest end bin.
+    """
+    x = tf.cast(x, tf.float32)[..., None]
+    k = bins.shape[-1]
+    below = tf.reduce_sum(tf.cast(bins <= x, tf.int32), -1) - 1
+    above = k - tf.reduce_sum(tf.cast(bins > x, tf.int32), -1)
+    below = tf.clip_by_value(below, 0, k - 1)
+    above = tf.clip_by_value(above, 0, k - 1)
+    equal = tf.equal(below, above)
+    x = x[..., 0]
+    dist_below = tf.where(equal, 1.0, tf.abs(tf.gather(bins, below) - x))
+    dist_above = tf.where(equal, 1.0, tf.abs(tf.gather(bins, above) - x))
+    total = dist_below + dist_above
+    weight_below = dist_above / total
+    weight_above = dist_below / total
+    return (tf.one_hot(below, k) * weight_below[..., None] +
+            tf.one_hot(above, k) * weight_above[..., None])
+
+
+def twohot_mean(probs, bins):
+    """sum_k p_k * bins_k, summed outside-in so symmetric bins with uniform p give exactly 0."""
+    k = bins.shape[-1]
+    if k % 2 == 0:
+        return tf.reduce_sum(probs * bins, -1)
+    m = (k - 1) // 2
+    left = tf.reverse(probs[..., :m] * bins[:m], [-1])
+    right = probs[..., m + 1:] * bins[m + 1:]
+    return tf.reduce_sum(left + right, -1) + probs[..., m] * bins[m]
+
+
+class SymexpTwoHot(tfd.Distribution):
+    """DreamerV3's reward and value distribution: a softmax over exponentially spaced bins.
+
+    `log_prob(y)` is the cross-entropy against the two-hot encoding of the raw target y,
+    `mean()`/`mode()` is the expected bin value.
+    """
+
+    def __init__(self, logits, bins, name='SymexpTwoHot'):
+        self.logits = tf.cast(logits, tf.float32)
+        self.bins = tf.constant(bins, tf.float32)
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.NOT_REPARAMETERIZED,
+                         validate_args=False, allow_nan_stats=True, parameters=dict(locals()),
+                         name=name)
+
+    def _batch_shape(self):
+        return self.logits.shape[:-1]
+
+    def _event_shape(self):
+        return tf.TensorShape([])
+
+    def _mean(self):
+        return twohot_mean(tf.nn.softmax(self.logits, -1), self.bins)
+
+    def _mode(self):
+        return self._mean()
+
+    def _log_prob(self, target):
+        target = sg(tf.cast(target, tf.float32))
+        log_pred = tf.nn.log_softmax(self.logits, -1)
+        return tf.reduce_sum(twohot_encode(target, self.bins) * log_pred, -1)
+
+
+class MSEDist(tfd.Distribution):
+    """A deterministic prediction scored by negative squared error summed over `dims` event dims.
+
+    With `transform='symlog'` the prediction lives in symlog space: log_prob(x) compares it with
+    symlog(x) and mode() returns symexp(prediction).
+    """
+
+    def __init__(self, pred, dims, transform=None, name='MSEDist'):
+        self.pred = tf.cast(pred, tf.float32)
+        self.dims = int(dims)
+        self.transform = transform
+        super().__init__(dtype=tf.float32, reparameterization_type=tfd.FULLY_REPARAMETERIZED,
+                         validate_args=False, allow_nan_stats=True, parameters=dict(locals()),
+                         name=name)
+
+    def _batch_shape(self):
+        return self.pred.shape[:len(self.pred.shape) - self.dims]
+
+    def _event_shape(self):
+        return self.pred.shape[len(self.pred.shape) - self.dims:]
+
+    def _mode(self):
+        return ops.symexp(self.pred) if self.transform == 'symlog' else self.pred
+
+    def _mean(self):
+        return self._mode()
+
+    def _log_prob(self, value):
+        value = tf.cast(value, tf.float32)
+        if self.transform == 'symlog':
+            value = ops.symlog(value)
+        axes = list(range(-self.dims, 0))
+        return -tf.reduce_sum(tf.square(self.pred - value), axes)
+
+
+def bounded_normal(mean, std_raw, minstd=0.1, maxstd=1.0):
+    """DreamerV3 continuous actor: Normal(tanh(m), (max - min) * sigmoid(s + 2) + min), summed dims."""
+    mean = tf.tanh(tf.cast(mean, tf.float32))
+    std = (maxstd - minstd) * tf.sigmoid(tf.cast(std_raw, tf.float32) + 2.0) + minstd
+    return tfd.Independent(tfd.Normal(mean, std), 1)
+
+
+def bernoulli(logits):
+    """Continue flag. Soft targets (such as (1 - terminal) * gamma) are scored by cross-entropy."""
+    return tfd.Independent(tfd.Bernoulli(logits=tf.cast(logits, tf.float32), dtype=tf.float32), 0)

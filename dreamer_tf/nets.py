@@ -1,0 +1,299 @@
+"""Keras layers of the Dreamer networks.
+
+Every layer creates its weights in `__init__` (input sizes are passed in), so a freshly built agent
+already owns all its variables: checkpoints restore eagerly and strategy scopes see every variable.
+Layers compute in the Keras dtype policy (bfloat16 under mixed precision); heads cast their final
+outputs to float32 before building distributions.
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from dreamer_tf import dists, ops
+
+
+def initializer(scale=1.0):
+    """Truncated normal with fan-in variance, std scaled by `scale` (0 gives a zero init)."""
+    if scale == 0.0:
+        return keras.initializers.Zeros()
+    return keras.initializers.VarianceScaling(scale ** 2, 'fan_in', 'truncated_normal')
+
+
+def activation(name):
+    fns = {'silu': tf.nn.silu, 'elu': tf.nn.elu, 'relu': tf.nn.relu, 'tanh': tf.tanh,
+           'none': tf.identity}
+    if name not in fns:
+        raise ValueError(f"activation '{name}' is not one of {sorted(fns)}")
+    return fns[name]
+
+
+class Linear(keras.layers.Layer):
+    """Dense layer with its weights created up front."""
+
+    def __init__(self, in_dim, units, outscale=1.0, bias=True, **kw):
+        super().__init__(**kw)
+        self.units = units
+        self.kernel = self.add_weight((in_dim, units), initializer(outscale), name='kernel')
+        self.bias = self.add_weight((units,), 'zeros', name='bias') if bias else None
+
+    def call(self, x):
+        x = tf.matmul(x, tf.cast(self.kernel, x.dtype)) if x.shape.rank == 2 else \
+            tf.tensordot(x, tf.cast(self.kernel, x.dtype), 1)
+        return x + tf.cast(self.bias, x.dtype) if self.bias is not None else x
+
+
+class BlockLinear(keras.layers.Layer):
+    """Block-diagonal dense layer: `blocks` independent [in/G, out/G] matrices on split features."""
+
+    def __init__(self, in_dim, units, blocks, **kw):
+        super().__init__(**kw)
+        if in_dim % blocks or units % blocks:
+            raise ValueError(f'block-linear sizes {in_dim}->{units} not divisible by {blocks} blocks')
+        self.blocks, self.units = blocks, units
+        init = keras.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
+        shape = (blocks, in_dim // blocks, units // blocks)
+        # Fan-in of a block is its own input width, which the 3-D shape gives VarianceScaling.
+        self.kernel = self.add_weight(shape, init, name='kernel')
+        self.bias = self.add_weight((units,), 'zeros', name='bias')
+
+    def call(self, x):
+        lead = tf.shape(x)[:-1]
+        x = tf.reshape(x, tf.concat([lead, [self.blocks, x.shape[-1] // self.blocks]], 0))
+        x = tf.einsum('...gi,gio->...go', x, tf.cast(self.kernel, x.dtype))
+        x = tf.reshape(x, tf.concat([lead, [self.units]], 0))
+        return x + tf.cast(self.bias, x.dtype)
+
+
+class Norm(keras.layers.Layer):
+    """RMSNorm or LayerNorm over the last axis, computed in float32 for stability."""
+
+    def __init__(self, dim, kind='rms', eps=1e-4, **kw):
+        super().__init__(**kw)
+        if kind not in ('rms', 'layer', 'none'):
+            raise ValueError(f"norm '{kind}' is not one of ['layer', 'none', 'rms']")
+        self.kind, self.eps = kind, eps
+        self.scale = self.add_weight((dim,), 'ones', name='scale') if kind != 'none' else None
+        self.offset = self.add_weight((dim,), 'zeros', name='offset') if kind == 'layer' else None
+
+    def call(self, x):
+        if self.kind == 'none':
+            return x
+        dtype, x = x.dtype, tf.cast(x, tf.float32)
+        if self.kind == 'layer':
+            x = x - tf.reduce_mean(x, -1, keepdims=True)
+        x = x * tf.math.rsqrt(tf.reduce_mean(tf.square(x), -1, keepdims=True) + self.eps)
+        x = x * self.scale
+        if self.offset is not None:
+            x = x + self.offset
+        return tf.cast(x, dtype)
+
+
+class MLP(keras.layers.Layer):
+    """`layers` x (Linear -> Norm -> activation)."""
+
+    def __init__(self, in_dim, layers, units, norm='rms', act='silu', **kw):
+        super().__init__(**kw)
+        self.out_dim = units if layers else in_dim
+        self.act = activation(act)
+        self.linears, self.norms = [], []
+        for i in range(layers):
+            self.linears.append(Linear(in_dim if i == 0 else units, units, name=f'linear{i}'))
+            self.norms.append(Norm(units, norm, name=f'norm{i}'))
+
+    def call(self, x):
+        for linear, norm in zip(self.linears, self.norms):
+            x = self.act(norm(linear(x)))
+        return x
+
+
+class BlockGRU(keras.layers.Layer):
+    """DreamerV3's block-diagonal GRU step: deter_{t} = f(deter_{t-1}, inputs).
+
+    Each input (deter, stoch, action) is first projected to `hidden` units; the projections are
+    shared by all blocks, while each block sees only its own slice of the previous deter. The update
+    gate is biased by -1 so the state is mostly kept at initialisation.
+    """
+
+    def __init__(self, deter, hidden, in_dims, blocks, dyn_layers=1, norm='rms', act='silu', **kw):
+        super().__init__(**kw)
+        self.deter, self.blocks = deter, blocks
+        self.act = activation(act)
+        self.inputs_in = [Linear(d, hidden, name=f'dynin{i}') for i, d in enumerate(in_dims)]
+        self.inputs_norm = [Norm(hidden, norm, name=f'dynin{i}norm') for i in range(len(in_dims))]
+        width = deter + blocks * hidden * len(in_dims)
+        self.hidden_layers, self.hidden_norms = [], []
+        for i in range(dyn_layers):
+            self.hidden_layers.append(BlockLinear(width if i == 0 else deter, deter, blocks,
+                                                  name=f'dynhid{i}'))
+            self.hidden_norms.append(Norm(deter, norm, name=f'dynhid{i}norm'))
+        self.gates = BlockLinear(deter if dyn_layers else width, 3 * deter, blocks, name='dyngru')
+
+    def _group(self, x):
+        return tf.reshape(x, [-1, self.blocks, x.shape[-1] // self.blocks])
+
+    def _flat(self, x):
+        return tf.reshape(x, [-1, x.shape[-2] * x.shape[-1]])
+
+    def call(self, deter, inputs):
+        proj = [self.act(n(l(x))) for x, l, n in zip(inputs, self.inputs_in, self.inputs_norm)]
+        proj = tf.concat(proj, -1)[:, None, :]                       # [B, 1, n * hidden]
+        proj = tf.repeat(proj, self.blocks, axis=1)                   # [B, G, n * hidden]
+        x = self._flat(tf.concat([self._group(deter), proj], -1))     # [B, G * (deter/G + n*hidden)]
+        for layer, norm in zip(self.hidden_layers, self.hidden_norms):
+            x = self.act(norm(layer(x)))
+        x = self._group(self.gates(x))                                # [B, G, 3 * deter / G]
+        reset, cand, update = [self._flat(g) for g in tf.split(x, 3, -1)]
+        reset = tf.sigmoid(reset)
+        cand = tf.tanh(reset * cand)
+        update = tf.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+
+class Encoder(keras.layers.Layer):
+    """Nature-release encoder: symlog MLP for `vector`, conv + max-pool stages for `image`.
+
+    Returns the concatenated tokens (embed) that the posterior reads.
+    """
+
+    def __init__(self, obs_space, depth, mults, kernel, layers, units, norm, act, symlog, **kw):
+        super().__init__(**kw)
+        self.keys = [k for k in ('vector', 'image') if k in obs_space]
+        self.symlog = symlog
+        self.act = activation(act)
+        self.out_dim = 0
+        if 'vector' in obs_space:
+            self.mlp = MLP(obs_space['vector'].shape[0], layers, units, norm, act, name='mlp')
+            self.out_dim += self.mlp.out_dim
+        if 'image' in obs_space:
+            h, w, c = obs_space['image'].shape
+            self.convs, self.conv_norms = [], []
+            for i, mult in enumerate(mults):
+                conv = keras.layers.Conv2D(depth * mult, kernel, padding='same',
+                                           kernel_initializer=initializer(), name=f'conv{i}')
+                conv.build((None, h, w, c))
+                h, w, c = h // 2, w // 2, depth * mult
+                self.convs.append(conv)
+                self.conv_norms.append(Norm(c, norm, name=f'conv{i}norm'))
+            self.out_dim += h * w * c
+
+    def call(self, obs):
+        tokens = []
+        if 'vector' in self.keys:
+            x = tf.cast(obs['vector'], self.compute_dtype)
+            tokens.append(self.mlp(ops.symlog(x) if self.symlog else x))
+        if 'image' in self.keys:
+            x = tf.cast(obs['image'], self.compute_dtype) / 255.0 - 0.5
+            lead = tf.shape(x)[:-3]
+            x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+            for conv, norm in zip(self.convs, self.conv_norms):
+                x = tf.nn.max_pool2d(conv(x), 2, 2, 'VALID')
+                x = self.act(norm(x))
+            x = tf.reshape(x, tf.concat([lead, [math.prod(x.shape[-3:])]], 0))
+            tokens.append(x)
+        return tf.concat(tokens, -1)
+
+
+class Decoder(keras.layers.Layer):
+    """Reconstructs each observation key from feat; returns a dict of MSE distributions.
+
+    vector: symlog-space MSE summed over dims. image: 4x4 map -> (nearest upsample x2, conv) per
+    stage -> sigmoid in [0, 1], MSE summed over pixels against image / 255.
+    """
+
+    def __init__(self, obs_space, feat_dim, depth, mults, kernel, layers, units, norm, act,
+                 minres, outscale, **kw):
+        super().__init__(**kw)
+        self.keys = [k for k in ('vector', 'image') if k in obs_space]
+        self.act = activation(act)
+        if 'vector' in obs_space:
+            self.mlp = MLP(feat_dim, layers, units, norm, act, name='mlp')
+            self.vec_out = Linear(self.mlp.out_dim, obs_space['vector'].shape[0], outscale,
+                                  name='vec_out')
+        if 'image' in obs_space:
+            self._build_image(obs_space['image'].shape, feat_dim, depth, mults, kernel, norm,
+                              minres, outscale)
+
+    def _build_image(self, shape, feat_dim, depth, mults, kernel, norm, minres, outscale):
+        h, w, c = shape
+        stages = int(round(math.log2(h / minres)))
+        if minres * 2 ** stages != h or h != w:
+            raise ValueError(f'decoder needs a square image that is minres*2^k, got {shape}')
+        depths = [depth * m for m in mults][-stages:] if stages <= len(mults) else None
+        if depths is None:
+            raise ValueError(f'image {shape} needs {stages} stages, config has {len(mults)}')
+        self.minres, self.img_shape = minres, (h, w, c)
+        self.proj = Linear(feat_dim, minres * minres * depths[-1], name='img_in')
+        self.proj_norm = Norm(depths[-1], norm, name='img_in_norm')
+        self.deconvs, self.deconv_norms = [], []
+        res, ch = minres, depths[-1]
+        outs = list(reversed(depths[:-1])) + [c]
+        for i, out in enumerate(outs):
+            last = i == len(outs) - 1
+            conv = keras.layers.Conv2D(out, kernel, padding='same', name=f'deconv{i}',
+                                       kernel_initializer=initializer(outscale if last else 1.0))
+            res *= 2
+            conv.build((None, res, res, ch))
+            ch = out
+            self.deconvs.append(conv)
+            self.deconv_norms.append(None if last else Norm(out, norm, name=f'deconv{i}norm'))
+
+    def call(self, feat):
+        out = {}
+        if 'vector' in self.keys:
+            pred = tf.cast(self.vec_out(self.mlp(feat)), tf.float32)
+            out['vector'] = dists.MSEDist(pred, 1, transform='symlog')
+        if 'image' in self.keys:
+            out['image'] = dists.MSEDist(self._image(feat), 3)
+        return out
+
+    def _image(self, feat):
+        lead = tf.shape(feat)[:-1]
+        x = tf.reshape(feat, [-1, feat.shape[-1]])
+        x = self.proj(x)
+        x = tf.reshape(x, [-1, self.minres, self.minres, x.shape[-1] // self.minres ** 2])
+        x = self.act(self.proj_norm(x))
+        for conv, norm in zip(self.deconvs, self.deconv_norms):
+            x = tf.repeat(tf.repeat(x, 2, axis=1), 2, axis=2)   # nearest-neighbour upsampling
+            x = conv(x)
+            if norm is not None:
+                x = self.act(norm(x))
+        x = tf.sigmoid(tf.cast(x, tf.float32))
+        return tf.reshape(x, tf.concat([lead, self.img_shape], 0))
+
+
+class Head(keras.layers.Layer):
+    """MLP on feat followed by an output layer that parameterises a distribution.
+
+    kind: 'twohot' (reward, critic), 'binary' (continue), 'normal' (continuous actor),
+    'onehot' (discrete actor).
+    """
+
+    def __init__(self, kind, in_dim, out_dim=1, layers=1, units=1024, norm='rms', act='silu',
+                 outscale=1.0, bins=255, minstd=0.1, maxstd=1.0, unimix=0.0, **kw):
+        super().__init__(**kw)
+        self.kind = kind
+        self.mlp = MLP(in_dim, layers, units, norm, act, name='mlp')
+        sizes = {'twohot': bins, 'binary': 1, 'normal': 2 * out_dim, 'onehot': out_dim}
+        if kind not in sizes:
+            raise ValueError(f"head kind '{kind}' is not one of {sorted(sizes)}")
+        self.out = Linear(self.mlp.out_dim, sizes[kind], outscale, name='out')
+        self.bins = dists.symexp_bins(bins) if kind == 'twohot' else None
+        self.minstd, self.maxstd, self.unimix = minstd, maxstd, unimix
+
+    def call(self, feat):
+        x = tf.cast(self.out(self.mlp(feat)), tf.float32)
+        if self.kind == 'twohot':
+            return dists.SymexpTwoHot(x, self.bins)
+        if self.kind == 'binary':
+            return dists.bernoulli(x[..., 0])
+        if self.kind == 'normal':
+            mean, std = tf.split(x, 2, -1)
+            return dists.bounded_normal(mean, std, self.minstd, self.maxstd)
+        return dists.OneHotDist(x, self.unimix)
+
+
+def count_params(layer):
+    return int(sum(np.prod(v.shape) for v in layer.trainable_variables))

@@ -1,0 +1,115 @@
+"""Pure tensor functions shared by every Dreamer version.
+
+Convention for the whole library: tensors are **batch-major**, `[B, T, ...]`. A time step `t` holds the
+observation x_t, the action a_{t-1} that led to it (zeros when is_first), the reward r_t received on
+arriving there, and the flags is_first_t / is_last_t / is_terminal_t. Rewards and continues are
+predicted for the state they arrive in.
+
+Everything here is float32 and has no trainable state (except the normaliser, whose state is a pair of
+tf.Variables so it can be checkpointed).
+"""
+
+import tensorflow as tf
+
+sg = tf.stop_gradient
+
+
+def symlog(x):
+    """sign(x) * ln(1 + |x|): compresses large magnitudes, identity-like near zero."""
+    return tf.sign(x) * tf.math.log1p(tf.abs(x))
+
+
+def symexp(x):
+    """Inverse of symlog: sign(x) * (exp(|x|) - 1)."""
+    return tf.sign(x) * tf.math.expm1(tf.abs(x))
+
+
+def lambda_return(last, term, rew, val, boot, disc, lam):
+    """TD(lambda) returns, computed backwards over time, batch-major [B, T] inputs -> [B, T-1].
+
+    R_t = r_{t+1} + disc * (1 - term_{t+1}) * [(1 - c_{t+1}) * boot_{t+1} + c_{t+1} * R_{t+1}],
+    with c_{t+1} = lam * (1 - last_{t+1}) and the recursion seeded by R_{T-1} = boot_{T-1}.
+
+    `last` cuts the recursion at an episode boundary inside a replayed sequence (the return then
+    bootstraps fully on `boot`); `term` zeroes the value of everything after a terminal state.
+    `val` is accepted for symmetry with the callers but the bootstrap targets come from `boot`
+    (imagination passes the same tensor for both).
+
+        index:    0     1     2   ...  T-1
+        states:  [s0]  [s1]  [s2] ...  s_{T-1}
+        rew/term:       r1    r2  ...  r_{T-1}     (arrive with the state they belong to)
+        returns: R0    R1    R2  ...   (T-1 returns; R_{T-1} = boot only seeds the recursion)
+    """
+    del val  # Kept in the signature: the callers document which value seeds the targets.
+    last, term, rew, boot = [tf.cast(x, tf.float32) for x in (last, term, rew, boot)]
+    live = (1.0 - term[:, 1:]) * disc      # [B, T-1]
+    cont = (1.0 - last[:, 1:]) * lam       # [B, T-1]
+    interm = rew[:, 1:] + (1.0 - cont) * live * boot[:, 1:]
+    ret = boot[:, -1]
+    rets = []
+    for t in reversed(range(live.shape[1])):
+        ret = interm[:, t] + live[:, t] * cont[:, t] * ret
+        rets.append(ret)
+    return tf.stack(rets[::-1], axis=1)    # [B, T-1]
+
+
+def percentile(x, q):
+    """The q-th percentile of all entries of x, linear interpolation (numpy's default)."""
+    x = tf.sort(tf.reshape(tf.cast(x, tf.float32), [-1]))
+    n = tf.cast(tf.size(x), tf.float32)
+    pos = q / 100.0 * (n - 1.0)
+    lo = tf.cast(tf.floor(pos), tf.int32)
+    hi = tf.minimum(lo + 1, tf.size(x) - 1)
+    frac = pos - tf.floor(pos)
+    return tf.gather(x, lo) * (1.0 - frac) + tf.gather(x, hi) * frac
+
+
+class ReturnNormalizer(tf.Module):
+    """DreamerV3's return scale: EMA of the 5th and 95th return percentiles.
+
+    Both EMAs start at 0 and are not debiased (Nature release). `update_and_scale` first moves the
+    EMAs towards the percentiles of the batch, then returns max(limit, P95 - P5), so the very first
+    update already sees a scale of at least `limit`. `decay` is the 2023 preset's name for 1 - rate.
+    """
+
+    def __init__(self, rate=0.01, limit=1.0, perclo=5.0, perchi=95.0, name='retnorm'):
+        super().__init__(name=name)
+        self.rate, self.limit = float(rate), float(limit)
+        self.perclo, self.perchi = float(perclo), float(perchi)
+        self.lo = tf.Variable(0.0, trainable=False, name='lo')
+        self.hi = tf.Variable(0.0, trainable=False, name='hi')
+
+    def update(self, ret):
+        ret = sg(tf.cast(ret, tf.float32))
+        for var, q in ((self.lo, self.perclo), (self.hi, self.perchi)):
+            var.assign(self.rate * percentile(ret, q) + (1.0 - self.rate) * var)
+
+    def scale(self):
+        return sg(tf.maximum(self.limit, self.hi - self.lo))
+
+    def update_and_scale(self, ret):
+        self.update(ret)
+        return self.scale()
+
+
+def ema_update(target_vars, source_vars, rate):
+    """target <- (1 - rate) * target + rate * source, for matching variable lists."""
+    for tgt, src in zip(target_vars, source_vars, strict=True):
+        tgt.assign((1.0 - rate) * tgt + rate * tf.cast(src, tgt.dtype))
+
+
+def cumulative_weight(con):
+    """Stop-gradient cumulative product of imagined continues over time: [B, H+1] -> [B, H+1].
+
+    The first imagined state (the posterior start) already carries its own continue, as in the
+    Nature release: weight_t = prod_{k<=t} con_k.
+    """
+    return sg(tf.math.cumprod(con, axis=1))
+
+
+def masked_mean(x, mask=None):
+    """Mean of x, optionally over the entries where mask is 1."""
+    if mask is None:
+        return tf.reduce_mean(x)
+    mask = tf.cast(mask, x.dtype)
+    return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

@@ -1,0 +1,68 @@
+"""DreamerV3's single optimiser: adaptive gradient clipping, then LaProp, with linear warm-up.
+
+For each variable p with gradient g, at update t = 1, 2, ... (Nature release order):
+
+    g   <- g / max(1, ||g|| / (agc * max(pmin, ||p||)))          adaptive gradient clipping
+    nu  <- beta2 * nu + (1 - beta2) * g^2
+    u   <- g / (sqrt(nu / (1 - beta2^t)) + eps)                   RMS scaling (bias-corrected)
+    mu  <- beta1 * mu + (1 - beta1) * u
+    p   <- p - lr_t * mu / (1 - beta1^t)                          momentum after scaling (LaProp)
+    lr_t = lr * min(1, (t - 1) / warmup)                          warm-up from 0
+
+Momentum is applied to the already-normalised update, which is what distinguishes LaProp from Adam.
+"""
+
+import tensorflow as tf
+
+
+def agc_clip(grad, param, clip, pmin):
+    """Scale `grad` so its norm is at most clip * max(pmin, ||param||)."""
+    gnorm = tf.norm(tf.reshape(grad, [-1]))
+    pnorm = tf.norm(tf.reshape(param, [-1]))
+    upper = clip * tf.maximum(pmin, pnorm)
+    return grad / tf.maximum(1.0, gnorm / upper)
+
+
+class LaProp(tf.Module):
+    """Optimiser state lives in tf.Variables created up front for the given variables."""
+
+    def __init__(self, variables, lr, agc, pmin, beta1, beta2, eps, warmup, name='opt'):
+        super().__init__(name=name)
+        self.params = list(variables)
+        self.lr, self.agc, self.pmin = float(lr), float(agc), float(pmin)
+        self.beta1, self.beta2, self.eps = float(beta1), float(beta2), float(eps)
+        self.warmup = int(warmup)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        with tf.name_scope(name):
+            self.mu = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='mu')
+                       for v in self.params]
+            self.nu = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='nu')
+                       for v in self.params]
+
+    def learning_rate(self, step):
+        """Learning rate of the update made when `step` updates have already been applied."""
+        if self.warmup <= 0:
+            return tf.constant(self.lr)
+        frac = tf.minimum(1.0, tf.cast(step, tf.float32) / float(self.warmup))
+        return self.lr * frac
+
+    def apply(self, grads):
+        """Apply one update. Returns metrics (global gradient norm before and after clipping)."""
+        if len(grads) != len(self.params):
+            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        lr = self.learning_rate(self.step)
+        self.step.assign_add(1)
+        t = tf.cast(self.step, tf.float32)
+        corr1 = 1.0 - self.beta1 ** t
+        corr2 = 1.0 - self.beta2 ** t
+        clipped = []
+        for var, grad, mu, nu in zip(self.params, grads, self.mu, self.nu):
+            grad = tf.cast(grad, tf.float32)
+            grad = agc_clip(grad, var, self.agc, self.pmin) if self.agc else grad
+            clipped.append(grad)
+            nu.assign(self.beta2 * nu + (1.0 - self.beta2) * tf.square(grad))
+            update = grad / (tf.sqrt(nu / corr2) + self.eps)
+            mu.assign(self.beta1 * mu + (1.0 - self.beta1) * update)
+            var.assign_sub(tf.cast(lr * mu / corr1, var.dtype))
+        return {'grad_norm': tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads]),
+                'grad_norm_clipped': tf.linalg.global_norm(clipped), 'lr': lr}

@@ -70,6 +70,7 @@ def twohot_encode(x, bins):
     x: [...] float32, bins: [K] increasing -> [..., K]. Values outside the bin range put all their
     weight on the nearest end bin.
     """
+    bins = tf.convert_to_tensor(bins, tf.float32)
     x = tf.cast(x, tf.float32)[..., None]
     k = bins.shape[-1]
     below = tf.reduce_sum(tf.cast(bins <= x, tf.int32), -1) - 1
@@ -88,14 +89,20 @@ def twohot_encode(x, bins):
 
 
 def twohot_mean(probs, bins):
-    """sum_k p_k * bins_k, summed outside-in so symmetric bins with uniform p give exactly 0."""
+    """sum_k p_k * bins_k, written so that symmetric bins with uniform p give exactly 0.
+
+    With bins mirrored around the middle one (b_{m-i} = -b_{m+i}), the sum equals
+    sum_i (p_{m+i} - p_{m-i}) * b_{m+i}: each difference is exactly 0 for equal probabilities,
+    whatever order the compiler sums in (XLA reassociates a plain left + right sum).
+    """
     k = bins.shape[-1]
-    if k % 2 == 0:
+    mirrored = k % 2 == 1 and np.array_equal(np.asarray(bins), -np.asarray(bins)[::-1])
+    if not mirrored:
         return tf.reduce_sum(probs * bins, -1)
     m = (k - 1) // 2
-    left = tf.reverse(probs[..., :m] * bins[:m], [-1])
-    right = probs[..., m + 1:] * bins[m + 1:]
-    return tf.reduce_sum(left + right, -1) + probs[..., m] * bins[m]
+    bins = tf.convert_to_tensor(bins, tf.float32)
+    diff = probs[..., m + 1:] - tf.reverse(probs[..., :m], [-1])
+    return tf.reduce_sum(diff * bins[m + 1:], -1) + probs[..., m] * bins[m]
 
 
 class SymexpTwoHot(tfd.Distribution):
@@ -107,7 +114,7 @@ class SymexpTwoHot(tfd.Distribution):
 
     def __init__(self, logits, bins, name='SymexpTwoHot'):
         self.logits = tf.cast(logits, tf.float32)
-        self.bins = tf.constant(bins, tf.float32)
+        self.bins = np.asarray(bins, np.float32)
         super().__init__(dtype=tf.float32, reparameterization_type=tfd.NOT_REPARAMETERIZED,
                          validate_args=False, allow_nan_stats=True, parameters=dict(locals()),
                          name=name)

@@ -60,11 +60,10 @@ class BlockLinear(keras.layers.Layer):
         self.bias = self.add_weight((units,), 'zeros', name='bias')
 
     def call(self, x):
-        lead = tf.shape(x)[:-1]
-        x = tf.reshape(x, tf.concat([lead, [self.blocks, x.shape[-1] // self.blocks]], 0))
-        x = tf.einsum('...gi,gio->...go', x, tf.cast(self.kernel, x.dtype))
-        x = tf.reshape(x, tf.concat([lead, [self.units]], 0))
-        return x + tf.cast(self.bias, x.dtype)
+        # x: [N, in_dim] -> [N, G, in/G] -> per-block matmul -> [N, units]
+        x = tf.reshape(x, [-1, self.blocks, x.shape[-1] // self.blocks])
+        x = tf.einsum('ngi,gio->ngo', x, tf.cast(self.kernel, x.dtype))
+        return tf.reshape(x, [-1, self.units]) + tf.cast(self.bias, x.dtype)
 
 
 class Norm(keras.layers.Layer):
@@ -140,7 +139,8 @@ class BlockGRU(keras.layers.Layer):
     def call(self, deter, inputs):
         proj = [self.act(n(l(x))) for x, l, n in zip(inputs, self.inputs_in, self.inputs_norm)]
         proj = tf.concat(proj, -1)[:, None, :]                       # [B, 1, n * hidden]
-        proj = tf.repeat(proj, self.blocks, axis=1)                   # [B, G, n * hidden]
+        # Broadcast instead of tf.repeat: its gradient needs a dynamic shape XLA cannot compile.
+        proj = proj * tf.ones([1, self.blocks, 1], proj.dtype)        # [B, G, n * hidden]
         x = self._flat(tf.concat([self._group(deter), proj], -1))     # [B, G * (deter/G + n*hidden)]
         for layer, norm in zip(self.hidden_layers, self.hidden_norms):
             x = self.act(norm(layer(x)))

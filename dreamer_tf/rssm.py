@@ -92,12 +92,14 @@ class RSSM(keras.layers.Layer):
         Returns (post, prior), each a state dict with tensors [B, T, ...].
         """
         state = self.initial(tf.shape(embed)[0]) if state is None else state
-        posts, priors = [], []
-        for t in range(embed.shape[1]):
-            state, prior = self.obs_step(state, action[:, t], embed[:, t], is_first[:, t])
-            posts.append(state)
-            priors.append(prior)
-        return _stack(posts), _stack(priors)
+        inputs = (_swap_time(embed), _swap_time(tf.cast(action, tf.float32)), _swap_time(is_first))
+
+        def step(prev, inp):
+            return self.obs_step(prev[0], inp[1], inp[0], inp[2])
+
+        # tf.scan keeps the graph one step long: XLA compiles in seconds instead of minutes.
+        post, prior = tf.scan(step, inputs, (state, state))
+        return ({k: _swap_time(v) for k, v in post.items()}, {k: _swap_time(v) for k, v in prior.items()})
 
     def imagine(self, policy, start, horizon):
         """Roll the prior forward `horizon` steps from `start` [N] with actions from `policy`.
@@ -105,15 +107,16 @@ class RSSM(keras.layers.Layer):
         policy(state) -> action [N, A]. Returns (states, actions) with [N, horizon + 1, ...]:
         states[:, 0] is the start and actions[:, t] is the action taken in states[:, t].
         """
-        state = start
-        states, actions = [state], []
-        for _ in range(horizon):
-            action = policy(state)
-            actions.append(action)
+        def step(prev, _):
+            state, action = prev
             state = self.img_step(state, action)
-            states.append(state)
-        actions.append(policy(state))
-        return _stack(states), tf.stack(actions, 1)
+            return state, policy(state)
+
+        first = policy(start)
+        states, actions = tf.scan(step, tf.range(horizon), (start, first))
+        states = {k: tf.concat([start[k][:, None], _swap_time(v)], 1) for k, v in states.items()}
+        actions = tf.concat([first[:, None], _swap_time(actions)], 1)
+        return states, actions
 
     # -- losses -------------------------------------------------------------------------------
 
@@ -137,6 +140,11 @@ def kl_dyn_rep(post_logit, prior_logit, free):
     dyn = kl_categorical(sg(post_logit), prior_logit)
     rep = kl_categorical(post_logit, sg(prior_logit))
     return tf.maximum(dyn, free), tf.maximum(rep, free)
+
+
+def _swap_time(x):
+    """[B, T, ...] <-> [T, B, ...]: tf.scan runs over the leading axis."""
+    return tf.transpose(x, [1, 0] + list(range(2, len(x.shape))))
 
 
 def _select(keep, value, init):

@@ -14,14 +14,23 @@ import tensorflow as tf
 sg = tf.stop_gradient
 
 
+@tf.custom_gradient
 def symlog(x):
-    """sign(x) * ln(1 + |x|): compresses large magnitudes, identity-like near zero."""
-    return tf.sign(x) * tf.math.log1p(tf.abs(x))
+    """sign(x) * ln(1 + |x|): compresses large magnitudes, identity-like near zero.
+
+    The gradient 1 / (1 + |x|) is written out because autodiff through sign() gives 0 at x = 0.
+    """
+    def grad(upstream):
+        return upstream / (1.0 + tf.abs(x))
+    return tf.sign(x) * tf.math.log1p(tf.abs(x)), grad
 
 
+@tf.custom_gradient
 def symexp(x):
-    """Inverse of symlog: sign(x) * (exp(|x|) - 1)."""
-    return tf.sign(x) * tf.math.expm1(tf.abs(x))
+    """Inverse of symlog: sign(x) * (exp(|x|) - 1), with gradient exp(|x|) (1 at x = 0)."""
+    def grad(upstream):
+        return upstream * tf.exp(tf.abs(x))
+    return tf.sign(x) * tf.math.expm1(tf.abs(x)), grad
 
 
 def lambda_return(last, term, rew, val, boot, disc, lam):

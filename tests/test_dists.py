@@ -198,9 +198,20 @@ def test_symexp_twohot_mean_of_one_hot_logits_is_that_bin():
                              BINS[[0, 130, 254]], rtol=1e-6)
 
 
-def test_symexp_twohot_zero_logits_predict_exactly_zero():
-  dist = dists.SymexpTwoHot(tf.zeros([5, 7, 255]), BINS)
-  mean = dist.mean().numpy()
+@pytest.mark.parametrize('mode', ['eager', 'function', 'xla'])
+@pytest.mark.parametrize('num_bins', [255, 41, 511, 1001])
+def test_symexp_twohot_zero_logits_predict_exactly_zero(mode, num_bins):
+  # Uniform probabilities over exactly antisymmetric bins: the symmetric sum is 0 to the bit.
+  # (A plain reduce_sum of p * b leaves float32 residue of 0.1 to 1.0 for 41, 511 or 1001 bins.)
+  bins = BINS if num_bins == 255 else dists.symexp_bins(num_bins)
+  np.testing.assert_array_equal(bins, -bins[::-1])
+
+  def fn(logits):
+    return dists.SymexpTwoHot(logits, bins).mean()
+
+  if mode != 'eager':
+    fn = tf.function(fn, jit_compile=(mode == 'xla'))
+  mean = fn(tf.zeros([5, 7, num_bins])).numpy()
   assert mean.shape == (5, 7)
   assert np.all(mean == 0.0)
 
@@ -240,17 +251,52 @@ def test_onehot_dist_mixes_once():
                              rtol=1e-5)
 
 
-def test_onehot_dist_samples_are_one_hot_with_right_frequencies():
-  probs = np.array([0.1, 0.2, 0.3, 0.4])
-  dist = dists.OneHotDist(f32(np.tile(np.log(probs), (4000, 1))))
-  sample = dist.sample(seed=7).numpy()
-  assert sample.shape == (4000, 4) and sample.dtype == np.float32
+def check_one_hot_frequencies(sample, probs):
   np.testing.assert_allclose(sample, np.round(sample), atol=1e-6)   # (one_hot + p) - p
-  sample = np.round(sample)
+  sample = np.round(sample).reshape(-1, len(probs))
   assert set(np.unique(sample)) <= {0.0, 1.0}
   np.testing.assert_array_equal(sample.sum(-1), 1.0)
   # Frequencies within ~5 standard errors (sqrt(0.25 / 4000) = 0.008).
   np.testing.assert_allclose(sample.mean(0), probs, atol=0.04)
+
+
+@pytest.mark.parametrize('seed', [None, (7, 0)])
+def test_onehot_dist_samples_are_one_hot_with_right_frequencies(seed):
+  probs = np.array([0.1, 0.2, 0.3, 0.4])
+  dist = dists.OneHotDist(f32(np.tile(np.log(probs), (4000, 1))))
+  sample = dist.sample(seed=seed).numpy()
+  assert sample.shape == (4000, 4) and sample.dtype == np.float32
+  check_one_hot_frequencies(sample, probs)
+
+
+def test_onehot_dist_sample_shape():
+  probs = np.array([0.5, 0.0, 0.25, 0.25])
+  dist = dists.OneHotDist(f32(np.log(np.tile(probs, (2, 1)) + 1e-30)))   # batch [2]
+  sample = dist.sample([1000, 2], seed=(1, 2)).numpy()
+  assert sample.shape == (1000, 2, 2, 4)
+  check_one_hot_frequencies(sample, probs)
+  assert not np.any(np.round(sample)[..., 1])                          # p = 0 never drawn
+  # tf.function with a fixed stateless seed is deterministic.
+  fn = tf.function(lambda: dist.sample([3], seed=(5, 6)))
+  np.testing.assert_array_equal(fn().numpy(), fn().numpy())
+
+
+@pytest.mark.parametrize('mode', ['eager', 'function'])
+def test_onehot_dist_sample_accepts_int_sample_shape(mode):
+  # tfp's Distribution.sample contract: sample_shape may be a plain int.
+  dist = dists.OneHotDist(f32(np.log([[0.1, 0.2, 0.3, 0.4]] * 2)))
+  fn = lambda: dist.sample(1000, seed=(5, 6))
+  if mode == 'function':
+    fn = tf.function(fn)
+  sample = fn().numpy()
+  assert sample.shape == (1000, 2, 4)
+  check_one_hot_frequencies(sample, np.array([0.1, 0.2, 0.3, 0.4]))
+
+
+def test_onehot_dist_sample_accepts_int_seed():
+  # tfp's Distribution.sample contract: `seed` may be a Python int (see tfp.random.sanitize_seed).
+  dist = dists.OneHotDist(f32(np.log([[0.1, 0.2, 0.3, 0.4]] * 4000)))
+  check_one_hot_frequencies(dist.sample(seed=7).numpy(), np.array([0.1, 0.2, 0.3, 0.4]))
 
 
 @pytest.mark.parametrize('unimix', [0.0, 0.01])
@@ -262,7 +308,7 @@ def test_onehot_dist_straight_through_gradient(unimix, method):
   with tf.GradientTape() as tape:
     tape.watch(logits)
     dist = dists.OneHotDist(logits, unimix=unimix)
-    out = getattr(dist, method)() if method == 'mode' else dist.sample(seed=3)
+    out = getattr(dist, method)() if method == 'mode' else dist.sample(seed=(3, 4))
     loss = tf.reduce_sum(out * f32(w))
   # Forward value is (one_hot + p) - p: one-hot up to one float32 rounding of 1 + p.
   vals = out.numpy()

@@ -76,10 +76,6 @@ def test_symlog_gradient_away_from_zero(x, expected):
   np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected, rtol=1e-5)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    'Library discrepancy: symlog = sign(x) * log1p(|x|) is differentiable at 0 with slope 1, but TF '
-    'gives d sign / dx = 0 and d|x| / dx = sign(0) = 0 at x == 0, so the autodiff gradient is 0. '
-    'See the report; remove this marker once ops.symlog has a correct gradient at 0.'))
 def test_symlog_gradient_at_zero_is_one():
   x = f32(0.0)
   with tf.GradientTape() as tape:

@@ -24,6 +24,16 @@ class Agent(tf.Module):
         self.train_vars = self.wm.trainable_variables + self.ac.actor.trainable_variables + \
             self.ac.critic.trainable_variables
         self.opt = LaProp(self.train_vars, **config.opt)
+        # Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint, so every
+        # network weight is also tracked here under a unique path (what checkpoints save).
+        layers = {'wm': self.wm, 'actor': self.ac.actor, 'critic': self.ac.critic,
+                  'slow_critic': self.ac.slow_critic}
+        self.weights_by_path = {}
+        for name, layer in layers.items():
+            named = nets.named_weights(layer, name + '/')
+            if len(named) != len(layer.weights):
+                raise ValueError(f'{name}: {len(layer.weights)} weights but {len(named)} named')
+            self.weights_by_path.update(named)
 
     # -- acting -------------------------------------------------------------------------------
 

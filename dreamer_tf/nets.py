@@ -295,5 +295,25 @@ class Head(keras.layers.Layer):
         return dists.OneHotDist(x, self.unimix)
 
 
+def named_weights(layer, prefix=''):
+    """Every weight of `layer` under a path built from attribute names, e.g. 'core/gates/kernel'.
+
+    Keras 3 names weights only by their own layer ('linear0/kernel'), which repeats across heads;
+    checkpoints need names that are unique and stable, so they follow the attribute tree.
+    """
+    out = {}
+    for attr, value in sorted(vars(layer).items()):
+        if attr.startswith('_'):
+            continue
+        many = isinstance(value, (list, tuple))
+        for i, item in enumerate(value if many else [value]):
+            name = f'{prefix}{attr}{i}' if many else f'{prefix}{attr}'
+            if isinstance(item, keras.layers.Layer):
+                out.update(named_weights(item, name + '/'))
+            elif isinstance(item, keras.Variable):
+                out[name] = item
+    return out
+
+
 def count_params(layer):
     return int(sum(np.prod(v.shape) for v in layer.trainable_variables))

@@ -1,0 +1,82 @@
+"""In-process tests of the trainer: train-ratio schedule, checkpoint contents, config guard."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dreamer_tf import config as configlib
+from dreamer_tf.trainer import Trainer
+
+
+def debug_config(**overrides):
+    sets = {'env.suite': 'gym', 'env.task': 'CartPole-v1', 'run.eval_every': 0, **overrides}
+    return configlib.load('dreamerv3', ['debug'], [f'{k}={v}' for k, v in sets.items()])
+
+
+def test_train_ratio_schedule(tmp_path):
+    # debug: batch 4 x 16 = 64 replayed steps per update; ratio 32 -> one update per 2 policy steps.
+    config = debug_config(**{'run.steps': 600, 'run.prefill': 200})
+    trainer = Trainer(config, tmp_path)
+    try:
+        trainer.run()
+        policy_steps = int(trainer.counters.policy_steps.numpy())
+        assert policy_steps == 600
+        assert int(trainer.counters.updates.numpy()) == (600 - 200) * 32 // 64
+        assert trainer.updates_due() == 0
+    finally:
+        trainer.close()
+
+
+def test_checkpoint_restores_weights_optimizer_and_counters(tmp_path):
+    config = debug_config(**{'run.steps': 400, 'run.prefill': 200})
+    first = Trainer(config, tmp_path)
+    try:
+        first.run()
+        weights = [v.numpy() for v in first.agent.train_vars]
+        moments = [v.numpy() for v in first.agent.opt.nu]
+        slow = [v.numpy() for v in first.agent.ac.slow_critic.weights]
+        retnorm = first.agent.ac.retnorm.hi.numpy()
+        counters = {k: int(getattr(first.counters, k).numpy())
+                    for k in ('env_steps', 'policy_steps', 'updates', 'episodes')}
+    finally:
+        first.close()
+    second = Trainer(config, tmp_path)
+    try:
+        second.restore()
+        for a, b in zip(weights, second.agent.train_vars):
+            np.testing.assert_array_equal(a, b.numpy())
+        for a, b in zip(moments, second.agent.opt.nu):
+            np.testing.assert_array_equal(a, b.numpy())
+        for a, b in zip(slow, second.agent.ac.slow_critic.weights):
+            np.testing.assert_array_equal(a, b.numpy())
+        assert second.agent.ac.retnorm.hi.numpy() == retnorm
+        assert int(second.agent.opt.step.numpy()) == counters['updates']
+        for key, value in counters.items():
+            assert int(getattr(second.counters, key).numpy()) == value
+        assert len(second.replay) > 0, 'finished episodes were not reloaded'
+    finally:
+        second.close()
+
+
+def test_logdir_with_different_config_is_refused(tmp_path):
+    Trainer(debug_config(), tmp_path).close()
+    with pytest.raises(configlib.ConfigError, match='rssm.deter'):
+        Trainer(debug_config(**{'rssm.deter': 64}), tmp_path)
+    # Only the step budget may change between invocations.
+    Trainer(debug_config(**{'run.steps': 123}), tmp_path).close()
+
+
+def test_policy_modes_and_random_actions(tmp_path):
+    trainer = Trainer(debug_config(), tmp_path)
+    try:
+        obs = trainer.envs[0].reset()
+        batch = {'vector': obs['vector'][None], 'is_first': np.array([True])}
+        state = trainer.agent.initial_state(1)
+        for mode in ('train', 'eval'):
+            action, _ = trainer.agent.policy(batch, state, mode)
+            assert action.shape == (1, 2)
+            np.testing.assert_allclose(tf.reduce_sum(action, -1).numpy(), 1.0, atol=1e-6)
+        actions = trainer._random_actions(500)
+        assert set(actions.argmax(-1)) == {0, 1} and np.all(actions.sum(-1) == 1)
+    finally:
+        trainer.close()

@@ -15,7 +15,7 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 SCRIPTS = sorted((ROOT / 'reproduce').glob('*.py'))
 # One cheap task per benchmark script (the script name without .py).
-TASKS = {'dmc_proprio': 'cartpole_balance'}
+TASKS = {'dmc_proprio': 'cartpole_balance', 'gym_classic': 'CartPole-v1'}
 
 
 def run_script(script, logdir, *args, timeout=600):

@@ -137,7 +137,8 @@ class BlockGRU(keras.layers.Layer):
         return tf.reshape(x, [-1, x.shape[-2] * x.shape[-1]])
 
     def call(self, deter, inputs):
-        proj = [self.act(n(l(x))) for x, l, n in zip(inputs, self.inputs_in, self.inputs_norm)]
+        proj = [self.act(norm(linear(x)))
+                for x, linear, norm in zip(inputs, self.inputs_in, self.inputs_norm)]
         proj = tf.concat(proj, -1)[:, None, :]                       # [B, 1, n * hidden]
         # Broadcast instead of tf.repeat: its gradient needs a dynamic shape XLA cannot compile.
         proj = proj * tf.ones([1, self.blocks, 1], proj.dtype)        # [B, G, n * hidden]

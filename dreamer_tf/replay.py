@@ -307,13 +307,15 @@ class Replay:
             if name.endswith(_TEMP_SUFFIX):
                 if warn:
                     warnings.warn(f"ignoring temporary replay file {name!r} in {self.directory!r}, "
-                                  "probably left by an interrupted write; it is not deleted")
+                                  "probably left by an interrupted write; it is not deleted",
+                                  stacklevel=2)
                 continue
             match = _EPISODE_NAME.match(name)
             if match:
                 entries.append((int(match[1]), name, int(match[4])))
             elif warn and name.endswith(".npz"):
-                warnings.warn(f"ignoring replay file {name!r} in {self.directory!r}: unexpected name")
+                warnings.warn(f"ignoring replay file {name!r} in {self.directory!r}: unexpected name",
+                              stacklevel=2)
         return sorted(entries)
 
     def load(self) -> int:
@@ -357,10 +359,12 @@ class Replay:
             with open(path, "rb") as file, np.load(file, allow_pickle=False) as data:
                 arrays = {key: data[key] for key in data.files}
         except _READ_ERRORS as error:
-            warnings.warn(f"skipping unreadable replay file {path!r} (truncated or corrupt): {error}")
+            warnings.warn(f"skipping unreadable replay file {path!r} (truncated or corrupt): {error}",
+                          stacklevel=2)
             return None
         if not arrays or any(array.ndim < 1 or len(array) != length for array in arrays.values()):
-            warnings.warn(f"skipping replay file {path!r}: its arrays do not all hold {length} steps")
+            warnings.warn(f"skipping replay file {path!r}: its arrays do not all hold {length} steps",
+                          stacklevel=2)
             return None
         return arrays
 

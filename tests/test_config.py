@@ -11,120 +11,120 @@ from dreamer_tf.config import Config, ConfigError
 
 @pytest.fixture
 def tiny_dir(tmp_path):
-  """A configs dir with one small version file for the edge cases."""
-  (tmp_path / 'tiny.yaml').write_text(textwrap.dedent(r"""
-      defaults:
-        count: 3
-        rate: 0.5
-        flag: true
-        name: abc
-        sizes: [1, 2]
-        weights: [0.5, 1.5]
-        sci: 1e-3
-        model: {units: 8, depth: 2, inner: {units: 4}}
-        head: {units: 8, layers: 1}
-      first:
-        count: 10
-        model: {depth: 5}
-      second:
-        count: 20
-      wide:
-        .*units: 64
-      broken:
-        .*\.nothing: 1
-  """))
-  return tmp_path
+    """A configs dir with one small version file for the edge cases."""
+    (tmp_path / 'tiny.yaml').write_text(textwrap.dedent(r"""
+        defaults:
+          count: 3
+          rate: 0.5
+          flag: true
+          name: abc
+          sizes: [1, 2]
+          weights: [0.5, 1.5]
+          sci: 1e-3
+          model: {units: 8, depth: 2, inner: {units: 4}}
+          head: {units: 8, layers: 1}
+        first:
+          count: 10
+          model: {depth: 5}
+        second:
+          count: 20
+        wide:
+          .*units: 64
+        broken:
+          .*\.nothing: 1
+    """))
+    return tmp_path
 
 
 def tiny(overlays=(), overrides=(), configs_dir=None):
-  return configlib.load('tiny', overlays, overrides, configs_dir)
+    return configlib.load('tiny', overlays, overrides, configs_dir)
 
 
 # Resolution order -------------------------------------------------------------------------------------
 
 def test_defaults_of_dreamerv3():
-  config = configlib.load()
-  assert config.version == 'dreamerv3' and config.overlays == ()
-  assert config.rssm.deter == 8192
-  assert list(config.env.size) == [64, 64]
-  assert config['rssm']['classes'] == 64
+    config = configlib.load()
+    assert config.version == 'dreamerv3' and config.overlays == ()
+    assert config.rssm.deter == 8192
+    assert list(config.env.size) == [64, 64]
+    assert config['rssm']['classes'] == 64
 
 
 def test_overlay_then_later_overlay_then_set(tiny_dir):
-  assert tiny(configs_dir=tiny_dir).count == 3
-  assert tiny(['first'], configs_dir=tiny_dir).count == 10
-  assert tiny(['first', 'second'], configs_dir=tiny_dir).count == 20
-  assert tiny(['second', 'first'], configs_dir=tiny_dir).count == 10
-  assert tiny('first,second', ['count=30'], configs_dir=tiny_dir).count == 30
+    assert tiny(configs_dir=tiny_dir).count == 3
+    assert tiny(['first'], configs_dir=tiny_dir).count == 10
+    assert tiny(['first', 'second'], configs_dir=tiny_dir).count == 20
+    assert tiny(['second', 'first'], configs_dir=tiny_dir).count == 10
+    assert tiny('first,second', ['count=30'], configs_dir=tiny_dir).count == 30
 
 
 def test_nested_overlay_merges_key_by_key(tiny_dir):
-  config = tiny(['first'], configs_dir=tiny_dir)
-  assert config.model.depth == 5
-  assert config.model.units == 8  # Untouched sibling survives the merge.
-  assert config.model.inner.units == 4
+    config = tiny(['first'], configs_dir=tiny_dir)
+    assert config.model.depth == 5
+    assert config.model.units == 8  # Untouched sibling survives the merge.
+    assert config.model.inner.units == 4
 
 
 def test_dreamerv3_overlays_and_set():
-  config = configlib.load('dreamerv3', 'dmc_vision', ['run.steps=1e6', 'env.size=[32,32]'])
-  assert config.overlays == ('dmc_vision',)
-  assert config.env.obs == 'vision'
-  assert config.run.train_ratio == 256.0
-  assert config.run.steps == 1000000 and isinstance(config.run.steps, int)
-  assert list(config.env.size) == [32, 32]
+    config = configlib.load('dreamerv3', 'dmc_vision', ['run.steps=1e6', 'env.size=[32,32]'])
+    assert config.overlays == ('dmc_vision',)
+    assert config.env.obs == 'vision'
+    assert config.run.train_ratio == 256.0
+    assert config.run.steps == 1000000 and isinstance(config.run.steps, int)
+    assert list(config.env.size) == [32, 32]
 
 
 def test_set_values_are_yaml():
-  config = configlib.load(overrides=['env.task=walker_walk', 'jit=false', 'env.size=[16, 24, 3]'])
-  assert config.env.task == 'walker_walk'
-  assert config.jit is False
-  assert list(config.env.size) == [16, 24, 3]
+    config = configlib.load(overrides=['env.task=walker_walk', 'jit=false', 'env.size=[16, 24, 3]'])
+    assert config.env.task == 'walker_walk'
+    assert config.jit is False
+    assert list(config.env.size) == [16, 24, 3]
 
 
 def test_set_accepts_dict_of_dotted_keys():
-  assert configlib.load(overrides={'rssm.deter': 256}).rssm.deter == 256
+    assert configlib.load(overrides={'rssm.deter': 256}).rssm.deter == 256
 
 
 # Regex keys -------------------------------------------------------------------------------------------
 
 def test_size_preset_sets_every_units_and_depth():
-  config = configlib.load(overlays=['size1m'])
-  assert config.encoder.units == 64 and config.critic.units == 64
-  assert config.encoder.depth == 4 and config.decoder.depth == 4
-  assert config.rssm.deter == 512
-  assert config.rssm.stoch == 32  # Not named by the preset.
-  assert config.actor.layers == 3
+    config = configlib.load(overlays=['size1m'])
+    assert config.encoder.units == 64 and config.critic.units == 64
+    assert config.encoder.depth == 4 and config.decoder.depth == 4
+    assert config.rssm.deter == 512
+    assert config.rssm.stoch == 32  # Not named by the preset.
+    assert config.actor.layers == 3
 
 
 def test_debug_layers_regex_is_a_full_match():
-  config = configlib.load(overlays=['debug'])
-  assert config.actor.layers == 1 and config.encoder.layers == 1
-  assert config.rssm.img_layers == 2  # `.*\.layers` must not match `rssm.img_layers`.
+    config = configlib.load(overlays=['debug'])
+    assert config.actor.layers == 1 and config.encoder.layers == 1
+    assert config.rssm.img_layers == 2  # `.*\.layers` must not match `rssm.img_layers`.
 
 
 def test_regex_reaches_nested_keys(tiny_dir):
-  config = tiny(['wide'], configs_dir=tiny_dir)
-  assert (config.model.units, config.model.inner.units, config.head.units) == (64, 64, 64)
-  assert config.count == 3
+    config = tiny(['wide'], configs_dir=tiny_dir)
+    assert (config.model.units, config.model.inner.units, config.head.units) == (64, 64, 64)
+    assert config.count == 3
 
 
 def test_regex_without_match_is_an_error(tiny_dir):
-  with pytest.raises(ConfigError, match=r'matches no key'):
-    tiny(['broken'], configs_dir=tiny_dir)
+    with pytest.raises(ConfigError, match=r'matches no key'):
+        tiny(['broken'], configs_dir=tiny_dir)
 
 
 # Value parsing and types ------------------------------------------------------------------------------
 
 def test_scientific_notation_is_float():
-  config = configlib.load()
-  assert config.opt.lr == pytest.approx(4e-5) and isinstance(config.opt.lr, float)
-  assert config.opt.eps == pytest.approx(1e-20)
-  assert config.behavior.actent == pytest.approx(3e-4)
-  assert configlib.load(overrides=['opt.lr=1e-4']).opt.lr == pytest.approx(1e-4)
+    config = configlib.load()
+    assert config.opt.lr == pytest.approx(4e-5) and isinstance(config.opt.lr, float)
+    assert config.opt.eps == pytest.approx(1e-20)
+    assert config.behavior.actent == pytest.approx(3e-4)
+    assert configlib.load(overrides=['opt.lr=1e-4']).opt.lr == pytest.approx(1e-4)
 
 
 def test_scientific_notation_in_files(tiny_dir):
-  assert tiny(configs_dir=tiny_dir).sci == pytest.approx(1e-3)
+    assert tiny(configs_dir=tiny_dir).sci == pytest.approx(1e-3)
 
 
 @pytest.mark.parametrize('text, key, expected', [
@@ -135,11 +135,11 @@ def test_scientific_notation_in_files(tiny_dir):
     ('sizes=[4, 5, 6]', 'sizes', [4, 5, 6]),  # list length may change
 ])
 def test_coercions(tiny_dir, text, key, expected):
-  value = tiny(overrides=[text], configs_dir=tiny_dir)[key]
-  if isinstance(expected, list):
-    value = list(value)
-  assert value == expected
-  assert type(value) is type(expected)
+    value = tiny(overrides=[text], configs_dir=tiny_dir)[key]
+    if isinstance(expected, list):
+        value = list(value)
+    assert value == expected
+    assert type(value) is type(expected)
 
 
 @pytest.mark.parametrize('text, fragment', [
@@ -154,106 +154,106 @@ def test_coercions(tiny_dir, text, key, expected):
     ('model=3', "'model' (in --set model=3) is a section"),
 ])
 def test_type_errors(tiny_dir, text, fragment):
-  with pytest.raises(ConfigError) as info:
-    tiny(overrides=[text], configs_dir=tiny_dir)
-  assert fragment in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        tiny(overrides=[text], configs_dir=tiny_dir)
+    assert fragment in str(info.value)
 
 
 # Unknown names ----------------------------------------------------------------------------------------
 
 def test_unknown_key_suggests_nearest():
-  with pytest.raises(ConfigError) as info:
-    configlib.load(overrides=['rssm.detr=3'])
-  message = str(info.value)
-  assert "'rssm.detr'" in message and 'rssm.deter' in message
-  assert "Valid keys in 'rssm'" in message and 'classes' in message
+    with pytest.raises(ConfigError) as info:
+        configlib.load(overrides=['rssm.detr=3'])
+    message = str(info.value)
+    assert "'rssm.detr'" in message and 'rssm.deter' in message
+    assert "Valid keys in 'rssm'" in message and 'classes' in message
 
 
 def test_unknown_key_in_overlay(tmp_path):
-  (tmp_path / 'v.yaml').write_text('defaults: {a: {b: 1}}\nbad: {a: {c: 2}}\n')
-  with pytest.raises(ConfigError, match=r"'a\.c' \(in overlay 'bad'\)"):
-    configlib.load('v', ['bad'], configs_dir=tmp_path)
+    (tmp_path / 'v.yaml').write_text('defaults: {a: {b: 1}}\nbad: {a: {c: 2}}\n')
+    with pytest.raises(ConfigError, match=r"'a\.c' \(in overlay 'bad'\)"):
+        configlib.load('v', ['bad'], configs_dir=tmp_path)
 
 
 def test_config_error_is_value_error():
-  assert issubclass(ConfigError, ValueError)
+    assert issubclass(ConfigError, ValueError)
 
 
 def test_unknown_overlay_lists_available():
-  with pytest.raises(ConfigError) as info:
-    configlib.load(overlays=['size3m'])
-  assert "'size3m'" in str(info.value) and 'size1m' in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        configlib.load(overlays=['size3m'])
+    assert "'size3m'" in str(info.value) and 'size1m' in str(info.value)
 
 
 def test_unknown_version_lists_available():
-  with pytest.raises(ConfigError, match='dreamerv3'):
-    configlib.load('dreamerv9')
+    with pytest.raises(ConfigError, match='dreamerv3'):
+        configlib.load('dreamerv9')
 
 
 def test_set_without_equals():
-  with pytest.raises(ConfigError, match='key=value'):
-    configlib.load(overrides=['rssm.deter'])
+    with pytest.raises(ConfigError, match='key=value'):
+        configlib.load(overrides=['rssm.deter'])
 
 
 def test_available_names():
-  assert 'dreamerv3' in configlib.available_versions()
-  overlays = configlib.available_overlays('dreamerv3')
-  assert 'size1m' in overlays and 'debug' in overlays and 'defaults' not in overlays
+    assert 'dreamerv3' in configlib.available_versions()
+    overlays = configlib.available_overlays('dreamerv3')
+    assert 'size1m' in overlays and 'debug' in overlays and 'defaults' not in overlays
 
 
 # The Config object ------------------------------------------------------------------------------------
 
 def test_save_and_load_round_trip(tmp_path):
-  config = configlib.load(overlays='size1m,debug', overrides=['env.size=[32, 32]'])
-  config.save(tmp_path / 'config.yaml')
-  restored = Config.from_file(tmp_path / 'config.yaml')
-  assert restored == config
-  assert restored.overlays == ('size1m', 'debug') and restored.version == 'dreamerv3'
-  assert restored != config.update({'seed': 1})
+    config = configlib.load(overlays='size1m,debug', overrides=['env.size=[32, 32]'])
+    config.save(tmp_path / 'config.yaml')
+    restored = Config.from_file(tmp_path / 'config.yaml')
+    assert restored == config
+    assert restored.overlays == ('size1m', 'debug') and restored.version == 'dreamerv3'
+    assert restored != config.update({'seed': 1})
 
 
 def test_round_trip_keeps_strings_that_look_like_numbers(tmp_path):
-  config = configlib.load(overrides=["env.task='1e5'"])
-  config.save(tmp_path / 'config.yaml')
-  assert Config.from_file(tmp_path / 'config.yaml').env.task == '1e5'
+    config = configlib.load(overrides=["env.task='1e5'"])
+    config.save(tmp_path / 'config.yaml')
+    assert Config.from_file(tmp_path / 'config.yaml').env.task == '1e5'
 
 
 def test_immutable():
-  config = configlib.load()
-  with pytest.raises(AttributeError):
-    config.seed = 1
-  with pytest.raises(AttributeError):
-    config.rssm.deter = 1
-  with pytest.raises(TypeError):
-    config['seed'] = 1
-  with pytest.raises(AttributeError):
-    config.env.size.append(3)  # Lists are stored as tuples.
+    config = configlib.load()
+    with pytest.raises(AttributeError):
+        config.seed = 1
+    with pytest.raises(AttributeError):
+        config.rssm.deter = 1
+    with pytest.raises(TypeError):
+        config['seed'] = 1
+    with pytest.raises(AttributeError):
+        config.env.size.append(3)  # Lists are stored as tuples.
 
 
 def test_update_returns_checked_copy():
-  config = configlib.load()
-  changed = config.update({'rssm.deter': 64, r'.*\.units': 32})
-  assert (changed.rssm.deter, changed.actor.units) == (64, 32)
-  assert config.rssm.deter == 8192
-  with pytest.raises(ConfigError, match='expected int'):
-    config.update({'rssm.deter': 'big'})
+    config = configlib.load()
+    changed = config.update({'rssm.deter': 64, r'.*\.units': 32})
+    assert (changed.rssm.deter, changed.actor.units) == (64, 32)
+    assert config.rssm.deter == 8192
+    with pytest.raises(ConfigError, match='expected int'):
+        config.update({'rssm.deter': 'big'})
 
 
 def test_mapping_protocol_and_views():
-  config = configlib.load()
-  section = dict(config.rssm)
-  assert section['deter'] == 8192
+    config = configlib.load()
+    section = dict(config.rssm)
+    assert section['deter'] == 8192
 
-  def takes(deter, **rest):
-    return deter
-  assert takes(**config.rssm) == 8192
-  assert config.get('rssm.deter') == 8192 and config.get('rssm.nope', 7) == 7
-  flat = config.flat()
-  assert flat['opt.lr'] == pytest.approx(4e-5) and 'rssm' not in flat
-  plain = config.to_dict()
-  assert type(plain['env']) is dict and type(plain['env']['size']) is list
+    def takes(deter, **rest):
+        return deter
+    assert takes(**config.rssm) == 8192
+    assert config.get('rssm.deter') == 8192 and config.get('rssm.nope', 7) == 7
+    flat = config.flat()
+    assert flat['opt.lr'] == pytest.approx(4e-5) and 'rssm' not in flat
+    plain = config.to_dict()
+    assert type(plain['env']) is dict and type(plain['env']['size']) is list
 
 
 def test_pickle_round_trip():
-  config = configlib.load(overlays=['debug'])
-  assert pickle.loads(pickle.dumps(config)) == config
+    config = configlib.load(overlays=['debug'])
+    assert pickle.loads(pickle.dumps(config)) == config

@@ -12,7 +12,7 @@ E = math.e
 
 
 def f32(x):
-  return tf.constant(np.asarray(x, np.float32))
+    return tf.constant(np.asarray(x, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -29,7 +29,7 @@ def f32(x):
     (-0.5, -math.log(1.5)),
 ])
 def test_symlog_by_hand(x, expected):
-  np.testing.assert_allclose(ops.symlog(f32(x)).numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ops.symlog(f32(x)).numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize('y, expected', [
@@ -40,25 +40,25 @@ def test_symlog_by_hand(x, expected):
     (-math.log(2.0), -1.0),
 ])
 def test_symexp_by_hand(y, expected):
-  np.testing.assert_allclose(ops.symexp(f32(y)).numpy(), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(ops.symexp(f32(y)).numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_symexp_inverts_symlog_over_wide_range():
-  mags = np.concatenate([[0.0, 1e-6, 1e-3, 0.5, 1.0, 2.0], np.logspace(-4, 6, 41)])
-  x = np.concatenate([mags, -mags, [1e6, -1e6]]).astype(np.float32)
-  back = ops.symexp(ops.symlog(f32(x))).numpy()
-  np.testing.assert_allclose(back, x, rtol=2e-6, atol=1e-7)
-  assert back[0] == 0.0
-  # And the other way round, over the whole bin range of the two-hot heads.
-  y = np.linspace(-20.0, 20.0, 81).astype(np.float32)
-  np.testing.assert_allclose(ops.symlog(ops.symexp(f32(y))).numpy(), y, rtol=1e-6, atol=1e-6)
+    mags = np.concatenate([[0.0, 1e-6, 1e-3, 0.5, 1.0, 2.0], np.logspace(-4, 6, 41)])
+    x = np.concatenate([mags, -mags, [1e6, -1e6]]).astype(np.float32)
+    back = ops.symexp(ops.symlog(f32(x))).numpy()
+    np.testing.assert_allclose(back, x, rtol=2e-6, atol=1e-7)
+    assert back[0] == 0.0
+    # And the other way round, over the whole bin range of the two-hot heads.
+    y = np.linspace(-20.0, 20.0, 81).astype(np.float32)
+    np.testing.assert_allclose(ops.symlog(ops.symexp(f32(y))).numpy(), y, rtol=1e-6, atol=1e-6)
 
 
 def test_symlog_is_odd_and_monotone():
-  x = np.linspace(-50.0, 50.0, 1001).astype(np.float32)
-  y = ops.symlog(f32(x)).numpy()
-  np.testing.assert_array_equal(y, -y[::-1])
-  assert np.all(np.diff(y) > 0)
+    x = np.linspace(-50.0, 50.0, 1001).astype(np.float32)
+    y = ops.symlog(f32(x)).numpy()
+    np.testing.assert_array_equal(y, -y[::-1])
+    assert np.all(np.diff(y) > 0)
 
 
 @pytest.mark.parametrize('x, expected', [
@@ -69,20 +69,20 @@ def test_symlog_is_odd_and_monotone():
     (-1e-6, 1.0),
 ])
 def test_symlog_gradient_away_from_zero(x, expected):
-  x = f32(x)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    y = ops.symlog(x)
-  np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected, rtol=1e-5)
+    x = f32(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.symlog(x)
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), expected, rtol=1e-5)
 
 
 def test_symlog_gradient_at_zero_is_one():
-  x = f32(0.0)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    y = ops.symlog(x)
-  # Limit of (symlog(h) - symlog(0)) / h = ln(1 + h) / h -> 1 as h -> 0.
-  np.testing.assert_allclose(tape.gradient(y, x).numpy(), 1.0, rtol=1e-6)
+    x = f32(0.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = ops.symlog(x)
+    # Limit of (symlog(h) - symlog(0)) / h = ln(1 + h) / h -> 1 as h -> 0.
+    np.testing.assert_allclose(tape.gradient(y, x).numpy(), 1.0, rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -90,22 +90,22 @@ def test_symlog_gradient_at_zero_is_one():
 # ---------------------------------------------------------------------------------------------
 
 def naive_lambda_return(last, term, rew, boot, disc, lam):
-  """Backward loop over one batch row at a time, written from the formula in the docstring / SPEC.
+    """Backward loop over one batch row at a time, written from the formula in the docstring / SPEC.
 
-  R_t = r_{t+1} + disc * (1 - term_{t+1}) * ((1 - c_{t+1}) * boot_{t+1} + c_{t+1} * R_{t+1}),
-  c = lam * (1 - last), seeded by R_{T-1} = boot_{T-1}. Returns [B, T-1].
-  """
-  last, term, rew, boot = (np.asarray(a, np.float64) for a in (last, term, rew, boot))
-  batch, length = rew.shape
-  out = np.zeros((batch, length - 1))
-  for b in range(batch):
-    nxt = boot[b, length - 1]
-    for t in range(length - 2, -1, -1):
-      c = lam * (1.0 - last[b, t + 1])
-      nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * (
-          (1.0 - c) * boot[b, t + 1] + c * nxt)
-      out[b, t] = nxt
-  return out
+    R_t = r_{t+1} + disc * (1 - term_{t+1}) * ((1 - c_{t+1}) * boot_{t+1} + c_{t+1} * R_{t+1}),
+    c = lam * (1 - last), seeded by R_{T-1} = boot_{T-1}. Returns [B, T-1].
+    """
+    last, term, rew, boot = (np.asarray(a, np.float64) for a in (last, term, rew, boot))
+    batch, length = rew.shape
+    out = np.zeros((batch, length - 1))
+    for b in range(batch):
+        nxt = boot[b, length - 1]
+        for t in range(length - 2, -1, -1):
+            c = lam * (1.0 - last[b, t + 1])
+            nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * (
+                (1.0 - c) * boot[b, t + 1] + c * nxt)
+            out[b, t] = nxt
+    return out
 
 
 REW = [0.0, 1.0, 2.0, 3.0, 4.0]        # rew[0] never enters: rewards arrive with the next state
@@ -148,41 +148,41 @@ HAND_CASES = {
 
 @pytest.mark.parametrize('name', sorted(HAND_CASES))
 def test_lambda_return_by_hand(name):
-  last, term, lam, expected = HAND_CASES[name]
-  # The naive loop reproduces the hand numbers (guards the reference itself) ...
-  np.testing.assert_allclose(
-      naive_lambda_return([last], [term], [REW], [BOOT], 0.5, lam)[0], expected, rtol=1e-12)
-  # ... and so does the library. `val` gets junk: only `boot` may seed the targets.
-  ret = ops.lambda_return(f32([last]), f32([term]), f32([REW]), f32([[-999.0] * 5]),
-                          f32([BOOT]), 0.5, lam)
-  assert ret.shape == (1, 4)
-  np.testing.assert_allclose(ret.numpy()[0], expected, rtol=1e-6)
+    last, term, lam, expected = HAND_CASES[name]
+    # The naive loop reproduces the hand numbers (guards the reference itself) ...
+    np.testing.assert_allclose(
+        naive_lambda_return([last], [term], [REW], [BOOT], 0.5, lam)[0], expected, rtol=1e-12)
+    # ... and so does the library. `val` gets junk: only `boot` may seed the targets.
+    ret = ops.lambda_return(f32([last]), f32([term]), f32([REW]), f32([[-999.0] * 5]),
+                            f32([BOOT]), 0.5, lam)
+    assert ret.shape == (1, 4)
+    np.testing.assert_allclose(ret.numpy()[0], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize('disc, lam', [(0.997, 0.95), (1.0, 0.95), (0.9, 0.0), (0.8, 1.0),
                                        (0.99, 0.3)])
 def test_lambda_return_matches_naive_loop(disc, lam):
-  rng = np.random.default_rng(int(disc * 1000) + int(lam * 100))
-  batch, length = 4, 9
-  rew = rng.normal(size=(batch, length))
-  boot = rng.normal(size=(batch, length)) * 5
-  val = rng.normal(size=(batch, length))
-  last = (rng.random((batch, length)) < 0.2).astype(np.float64)
-  term = last * (rng.random((batch, length)) < 0.5)
-  # Soft terminals, as imagination passes 1 - predicted continue.
-  term[0] = rng.random(length)
-  expected = naive_lambda_return(last, term, rew, boot, disc, lam)
-  ret = ops.lambda_return(f32(last), f32(term), f32(rew), f32(val), f32(boot), disc, lam)
-  assert ret.shape == (batch, length - 1)
-  np.testing.assert_allclose(ret.numpy(), expected, rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(int(disc * 1000) + int(lam * 100))
+    batch, length = 4, 9
+    rew = rng.normal(size=(batch, length))
+    boot = rng.normal(size=(batch, length)) * 5
+    val = rng.normal(size=(batch, length))
+    last = (rng.random((batch, length)) < 0.2).astype(np.float64)
+    term = last * (rng.random((batch, length)) < 0.5)
+    # Soft terminals, as imagination passes 1 - predicted continue.
+    term[0] = rng.random(length)
+    expected = naive_lambda_return(last, term, rew, boot, disc, lam)
+    ret = ops.lambda_return(f32(last), f32(term), f32(rew), f32(val), f32(boot), disc, lam)
+    assert ret.shape == (batch, length - 1)
+    np.testing.assert_allclose(ret.numpy(), expected, rtol=1e-5, atol=1e-5)
 
 
 def test_lambda_return_accepts_bool_flags():
-  last = np.array([MID], bool)
-  term = np.zeros((1, 5), bool)
-  ret = ops.lambda_return(tf.constant(last), tf.constant(term), f32([REW]), f32([BOOT]),
-                          f32([BOOT]), 0.5, 1.0)
-  np.testing.assert_allclose(ret.numpy()[0], HAND_CASES['last_mid'][3], rtol=1e-6)
+    last = np.array([MID], bool)
+    term = np.zeros((1, 5), bool)
+    ret = ops.lambda_return(tf.constant(last), tf.constant(term), f32([REW]), f32([BOOT]),
+                            f32([BOOT]), 0.5, 1.0)
+    np.testing.assert_allclose(ret.numpy()[0], HAND_CASES['last_mid'][3], rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,18 +192,18 @@ def test_lambda_return_accepts_bool_flags():
 @pytest.mark.parametrize('shape', [(1,), (2,), (3,), (7,), (4, 5), (16, 15), (1000,)])
 @pytest.mark.parametrize('q', [0.0, 5.0, 37.5, 50.0, 95.0, 100.0])
 def test_percentile_matches_numpy_linear(shape, q):
-  rng = np.random.default_rng(sum(shape) + int(q * 10))
-  x = (rng.normal(size=shape) * 100).astype(np.float32)
-  expected = np.percentile(x.astype(np.float64), q, method='linear')
-  np.testing.assert_allclose(ops.percentile(f32(x), q).numpy(), expected, rtol=1e-5, atol=1e-4)
+    rng = np.random.default_rng(sum(shape) + int(q * 10))
+    x = (rng.normal(size=shape) * 100).astype(np.float32)
+    expected = np.percentile(x.astype(np.float64), q, method='linear')
+    np.testing.assert_allclose(ops.percentile(f32(x), q).numpy(), expected, rtol=1e-5, atol=1e-4)
 
 
 def test_percentile_by_hand():
-  x = f32([[30.0, 10.0], [40.0, 20.0]])   # sorted 10 20 30 40, position q/100 * 3
-  # q=5: pos 0.15 -> 10 + 0.15*10 = 11.5; q=50: pos 1.5 -> 25; q=95: pos 2.85 -> 38.5
-  for q, expected in [(5.0, 11.5), (50.0, 25.0), (95.0, 38.5)]:
-    np.testing.assert_allclose(ops.percentile(x, q).numpy(), expected, rtol=1e-6)
-  assert ops.percentile(f32([7.0]), 95.0).numpy() == 7.0
+    x = f32([[30.0, 10.0], [40.0, 20.0]])   # sorted 10 20 30 40, position q/100 * 3
+    # q=5: pos 0.15 -> 10 + 0.15*10 = 11.5; q=50: pos 1.5 -> 25; q=95: pos 2.85 -> 38.5
+    for q, expected in [(5.0, 11.5), (50.0, 25.0), (95.0, 38.5)]:
+        np.testing.assert_allclose(ops.percentile(x, q).numpy(), expected, rtol=1e-6)
+    assert ops.percentile(f32([7.0]), 95.0).numpy() == 7.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,52 +211,52 @@ def test_percentile_by_hand():
 # ---------------------------------------------------------------------------------------------
 
 def test_return_normalizer_hand_ema_large_spread():
-  norm = ops.ReturnNormalizer(rate=0.01, limit=1.0, perclo=5.0, perchi=95.0)
-  assert norm.lo.numpy() == 0.0 and norm.hi.numpy() == 0.0
-  # x1 = 0, 10, ..., 1000 (101 values): position q/100 * 100 is an integer,
-  # so p5 = 50 and p95 = 950 exactly.
-  x1 = np.arange(101, dtype=np.float32) * 10.0
-  # x2 = -500, -480, ..., 1500: p5 = -500 + 5*20 = -400, p95 = -500 + 95*20 = 1400.
-  x2 = np.arange(101, dtype=np.float32) * 20.0 - 500.0
-  scale1 = norm.update_and_scale(f32(x1.reshape(101, 1)))
-  # lo = 0.01*50 + 0.99*0 = 0.5, hi = 0.01*950 = 9.5; no debiasing (a debiased EMA would be 50/950)
-  np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [0.5, 9.5], rtol=1e-6)
-  np.testing.assert_allclose(scale1.numpy(), 9.0, rtol=1e-6)      # max(1, 9.5 - 0.5)
-  norm.update(f32(x2))
-  # lo = 0.01*(-400) + 0.99*0.5 = -4 + 0.495 = -3.505
-  # hi = 0.01*1400 + 0.99*9.5 = 14 + 9.405 = 23.405
-  np.testing.assert_allclose(norm.lo.numpy(), -3.505, rtol=1e-6)
-  np.testing.assert_allclose(norm.hi.numpy(), 23.405, rtol=1e-6)
-  # hi - lo = 26.91 > 1, so the limit is not binding.
-  np.testing.assert_allclose(norm.scale().numpy(), 26.91, rtol=1e-6)
+    norm = ops.ReturnNormalizer(rate=0.01, limit=1.0, perclo=5.0, perchi=95.0)
+    assert norm.lo.numpy() == 0.0 and norm.hi.numpy() == 0.0
+    # x1 = 0, 10, ..., 1000 (101 values): position q/100 * 100 is an integer,
+    # so p5 = 50 and p95 = 950 exactly.
+    x1 = np.arange(101, dtype=np.float32) * 10.0
+    # x2 = -500, -480, ..., 1500: p5 = -500 + 5*20 = -400, p95 = -500 + 95*20 = 1400.
+    x2 = np.arange(101, dtype=np.float32) * 20.0 - 500.0
+    scale1 = norm.update_and_scale(f32(x1.reshape(101, 1)))
+    # lo = 0.01*50 + 0.99*0 = 0.5, hi = 0.01*950 = 9.5; no debiasing (a debiased EMA would be 50/950)
+    np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [0.5, 9.5], rtol=1e-6)
+    np.testing.assert_allclose(scale1.numpy(), 9.0, rtol=1e-6)      # max(1, 9.5 - 0.5)
+    norm.update(f32(x2))
+    # lo = 0.01*(-400) + 0.99*0.5 = -4 + 0.495 = -3.505
+    # hi = 0.01*1400 + 0.99*9.5 = 14 + 9.405 = 23.405
+    np.testing.assert_allclose(norm.lo.numpy(), -3.505, rtol=1e-6)
+    np.testing.assert_allclose(norm.hi.numpy(), 23.405, rtol=1e-6)
+    # hi - lo = 26.91 > 1, so the limit is not binding.
+    np.testing.assert_allclose(norm.scale().numpy(), 26.91, rtol=1e-6)
 
 
 def test_return_normalizer_limit_binds_for_small_returns():
-  norm = ops.ReturnNormalizer(rate=0.01, limit=1.0)
-  x = np.arange(101, dtype=np.float32) * 0.1    # p5 = 0.5, p95 = 9.5
-  scale = norm.update_and_scale(f32(x))
-  # lo = 0.005, hi = 0.095 -> hi - lo = 0.09 < 1 -> scale = 1
-  np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [0.005, 0.095], rtol=1e-5)
-  assert scale.numpy() == 1.0
+    norm = ops.ReturnNormalizer(rate=0.01, limit=1.0)
+    x = np.arange(101, dtype=np.float32) * 0.1    # p5 = 0.5, p95 = 9.5
+    scale = norm.update_and_scale(f32(x))
+    # lo = 0.005, hi = 0.095 -> hi - lo = 0.09 < 1 -> scale = 1
+    np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [0.005, 0.095], rtol=1e-5)
+    assert scale.numpy() == 1.0
 
 
 def test_return_normalizer_other_rate_and_percentiles():
-  norm = ops.ReturnNormalizer(rate=0.5, limit=0.0, perclo=0.0, perchi=100.0)
-  norm.update(f32([[-4.0, 2.0], [6.0, 0.0]]))   # min -4, max 6
-  norm.update(f32([10.0, 20.0]))                # min 10, max 20
-  # lo = 0.5*10 + 0.5*(0.5*-4) = 5 - 1 = 4; hi = 0.5*20 + 0.5*(0.5*6) = 10 + 1.5 = 11.5
-  np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [4.0, 11.5], rtol=1e-6)
-  np.testing.assert_allclose(norm.scale().numpy(), 7.5, rtol=1e-6)
+    norm = ops.ReturnNormalizer(rate=0.5, limit=0.0, perclo=0.0, perchi=100.0)
+    norm.update(f32([[-4.0, 2.0], [6.0, 0.0]]))   # min -4, max 6
+    norm.update(f32([10.0, 20.0]))                # min 10, max 20
+    # lo = 0.5*10 + 0.5*(0.5*-4) = 5 - 1 = 4; hi = 0.5*20 + 0.5*(0.5*6) = 10 + 1.5 = 11.5
+    np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [4.0, 11.5], rtol=1e-6)
+    np.testing.assert_allclose(norm.scale().numpy(), 7.5, rtol=1e-6)
 
 
 def test_return_normalizer_scale_has_no_gradient():
-  norm = ops.ReturnNormalizer()
-  x = f32(np.arange(101) * 10.0)
-  with tf.GradientTape() as tape:
-    tape.watch(x)
-    scale = norm.update_and_scale(x)
-  grad = tape.gradient(scale, x)
-  assert grad is None or not np.any(grad.numpy())
+    norm = ops.ReturnNormalizer()
+    x = f32(np.arange(101) * 10.0)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scale = norm.update_and_scale(x)
+    grad = tape.gradient(scale, x)
+    assert grad is None or not np.any(grad.numpy())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -264,46 +264,46 @@ def test_return_normalizer_scale_has_no_gradient():
 # ---------------------------------------------------------------------------------------------
 
 def test_ema_update_by_hand():
-  tgt = [tf.Variable([1.0, -2.0]), tf.Variable([[4.0]])]
-  src = [tf.Variable([3.0, 2.0]), tf.Variable([[0.0]])]
-  ops.ema_update(tgt, src, 0.02)
-  # 0.98*1 + 0.02*3 = 1.04; 0.98*-2 + 0.02*2 = -1.92; 0.98*4 + 0 = 3.92
-  np.testing.assert_allclose(tgt[0].numpy(), [1.04, -1.92], rtol=1e-6)
-  np.testing.assert_allclose(tgt[1].numpy(), [[3.92]], rtol=1e-6)
-  ops.ema_update(tgt, src, 0.02)
-  # 0.98*1.04 + 0.06 = 1.0792
-  np.testing.assert_allclose(tgt[0].numpy()[0], 1.0792, rtol=1e-6)
-  np.testing.assert_array_equal(src[0].numpy(), [3.0, 2.0])    # the source is untouched
-  ops.ema_update(tgt, src, 0.0)                                 # rate 0 keeps the target
-  np.testing.assert_allclose(tgt[0].numpy()[0], 1.0792, rtol=1e-6)
-  ops.ema_update(tgt, src, 1.0)                                 # rate 1 copies
-  np.testing.assert_array_equal(tgt[0].numpy(), [3.0, 2.0])
+    tgt = [tf.Variable([1.0, -2.0]), tf.Variable([[4.0]])]
+    src = [tf.Variable([3.0, 2.0]), tf.Variable([[0.0]])]
+    ops.ema_update(tgt, src, 0.02)
+    # 0.98*1 + 0.02*3 = 1.04; 0.98*-2 + 0.02*2 = -1.92; 0.98*4 + 0 = 3.92
+    np.testing.assert_allclose(tgt[0].numpy(), [1.04, -1.92], rtol=1e-6)
+    np.testing.assert_allclose(tgt[1].numpy(), [[3.92]], rtol=1e-6)
+    ops.ema_update(tgt, src, 0.02)
+    # 0.98*1.04 + 0.06 = 1.0792
+    np.testing.assert_allclose(tgt[0].numpy()[0], 1.0792, rtol=1e-6)
+    np.testing.assert_array_equal(src[0].numpy(), [3.0, 2.0])    # the source is untouched
+    ops.ema_update(tgt, src, 0.0)                                 # rate 0 keeps the target
+    np.testing.assert_allclose(tgt[0].numpy()[0], 1.0792, rtol=1e-6)
+    ops.ema_update(tgt, src, 1.0)                                 # rate 1 copies
+    np.testing.assert_array_equal(tgt[0].numpy(), [3.0, 2.0])
 
 
 def test_ema_update_rejects_mismatched_lists():
-  with pytest.raises(ValueError):
-    ops.ema_update([tf.Variable(1.0)], [tf.Variable(1.0), tf.Variable(2.0)], 0.5)
+    with pytest.raises(ValueError):
+        ops.ema_update([tf.Variable(1.0)], [tf.Variable(1.0), tf.Variable(2.0)], 0.5)
 
 
 def test_cumulative_weight_by_hand():
-  con = f32([[1.0, 0.5, 0.5, 0.0, 1.0],
-             [0.9, 0.9, 0.9, 0.9, 0.9]])
-  # row 0: 1, 0.5, 0.25, 0, 0 ; row 1: 0.9, 0.81, 0.729, 0.6561, 0.59049
-  expected = [[1.0, 0.5, 0.25, 0.0, 0.0], [0.9, 0.81, 0.729, 0.6561, 0.59049]]
-  np.testing.assert_allclose(ops.cumulative_weight(con).numpy(), expected, rtol=1e-6)
+    con = f32([[1.0, 0.5, 0.5, 0.0, 1.0],
+               [0.9, 0.9, 0.9, 0.9, 0.9]])
+    # row 0: 1, 0.5, 0.25, 0, 0 ; row 1: 0.9, 0.81, 0.729, 0.6561, 0.59049
+    expected = [[1.0, 0.5, 0.25, 0.0, 0.0], [0.9, 0.81, 0.729, 0.6561, 0.59049]]
+    np.testing.assert_allclose(ops.cumulative_weight(con).numpy(), expected, rtol=1e-6)
 
 
 def test_cumulative_weight_stops_gradient():
-  con = f32([[0.9, 0.8, 0.7]])
-  with tf.GradientTape() as tape:
-    tape.watch(con)
-    out = tf.reduce_sum(ops.cumulative_weight(con))
-  grad = tape.gradient(out, con)
-  assert grad is None or not np.any(grad.numpy())
+    con = f32([[0.9, 0.8, 0.7]])
+    with tf.GradientTape() as tape:
+        tape.watch(con)
+        out = tf.reduce_sum(ops.cumulative_weight(con))
+    grad = tape.gradient(out, con)
+    assert grad is None or not np.any(grad.numpy())
 
 
 def test_masked_mean():
-  x = f32([1.0, 2.0, 3.0, 10.0])
-  assert ops.masked_mean(x).numpy() == 4.0                      # 16 / 4
-  np.testing.assert_allclose(ops.masked_mean(x, f32([1, 1, 1, 0])).numpy(), 2.0)   # 6 / 3
-  assert ops.masked_mean(x, f32([0, 0, 0, 0])).numpy() == 0.0   # empty mask divides by 1
+    x = f32([1.0, 2.0, 3.0, 10.0])
+    assert ops.masked_mean(x).numpy() == 4.0                      # 16 / 4
+    np.testing.assert_allclose(ops.masked_mean(x, f32([1, 1, 1, 0])).numpy(), 2.0)   # 6 / 3
+    assert ops.masked_mean(x, f32([0, 0, 0, 0])).numpy() == 0.0   # empty mask divides by 1

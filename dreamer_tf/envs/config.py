@@ -93,7 +93,7 @@ def _check_name(key: str, value: Any, allowed: tuple[str, ...]) -> str:
 def parse_env_config(env_config: Mapping[str, Any]) -> EnvConfig:
     """Checks the suite-independent keys of an `env` config mapping.
 
-    Keys this layer does not use (num_envs, eval_envs, ...) are ignored because
+    Keys this layer does not use (num_envs, ...) are ignored because
     the trainer passes the whole `env` section. Whether `task` exists is checked
     by the suite module, which knows its own task names.
     """

@@ -96,7 +96,7 @@ def import_suite(render: bool) -> Any:
             raise RenderingUnavailable(
                 f'Importing dm_control with MUJOCO_GL={os.environ["MUJOCO_GL"]} failed: {err!r}. '
                 + _gl_advice()) from err
-        warnings.warn(f'EGL is not usable ({err!r}); rendering disabled for this process.')
+        warnings.warn(f'EGL is not usable ({err!r}); rendering disabled for this process.', stacklevel=2)
         os.environ['MUJOCO_GL'] = 'disable'
         from dm_control import suite
     return suite

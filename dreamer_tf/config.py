@@ -91,7 +91,8 @@ class Config(collections.abc.Mapping):
         try:
             return self._data[name]
         except KeyError:
-            raise AttributeError(f"Config has no key '{name}'; keys: {', '.join(self._data)}") from None
+            keys = ', '.join(self._data)
+            raise AttributeError(f"Config has no key '{name}'; keys: {keys}") from None
 
     def __setattr__(self, name, value):
         raise AttributeError(f"Config is immutable; use config.update({{'{name}': ...}}) for a changed copy")
@@ -132,7 +133,7 @@ class Config(collections.abc.Mapping):
         return _flatten(self)
 
     def update(self, overrides):
-        """A new Config with the dotted (or regex) keys of `overrides` set, checked like an overlay."""
+        """A copy with the dotted (or regex) keys of `overrides` set, checked like an overlay."""
         schema = _Schema(self.to_dict())
         schema.apply(overrides, 'update()')
         return Config(schema.nested(), self.version, self.overlays)
@@ -147,7 +148,8 @@ class Config(collections.abc.Mapping):
     def from_file(cls, path):
         doc = _parse_yaml(pathlib.Path(path).read_text())
         if not isinstance(doc, dict) or not isinstance(doc.get('config'), dict):
-            raise ConfigError(f'{path}: expected a saved config with keys version, overlays and config')
+            raise ConfigError(
+                f'{path}: expected a saved config with keys version, overlays and config')
         return cls(doc['config'], doc.get('version') or '', doc.get('overlays') or ())
 
 
@@ -243,7 +245,8 @@ class _Schema:
         if key in self.flat:
             return [key]
         if key in self.sections:
-            raise ConfigError(f"Config key '{key}' (in {source}) is a section; got {value!r}, expected a mapping")
+            raise ConfigError(f"Config key '{key}' (in {source}) is a section; got {value!r}, "
+                              'expected a mapping')
         if _is_regex(key):
             try:
                 matches = [name for name in self.flat if re.fullmatch(key, name)]
@@ -256,12 +259,14 @@ class _Schema:
 
     def _unknown(self, key, source):
         message = f"Unknown config key '{key}' (in {source})."
-        close = difflib.get_close_matches(key, list(self.flat) + sorted(self.sections), n=3, cutoff=0.6)
+        close = difflib.get_close_matches(
+            key, list(self.flat) + sorted(self.sections), n=3, cutoff=0.6)
         if close:
             message += f" Did you mean: {', '.join(close)}?"
         parent = key.rpartition('.')[0]
         if parent in self.sections:
-            siblings = [name[len(parent) + 1:] for name in self.flat if name.startswith(parent + '.')]
+            siblings = [name[len(parent) + 1:] for name in self.flat
+                        if name.startswith(parent + '.')]
             message += f" Valid keys in '{parent}': {', '.join(siblings)}."
         return message
 

@@ -60,7 +60,8 @@ class Logger:
         for key, value in metrics.items():
             name = f'{prefix}/{key}' if prefix else str(key)
             if name == 'step':
-                raise ValueError("Metric name 'step' is reserved for the step column of metrics.jsonl")
+                raise ValueError(
+                    "Metric name 'step' is reserved for the step column of metrics.jsonl")
             value = _to_float(name, value)
             self._sums[name] = self._sums.get(name, 0.0) + value
             self._counts[name] = self._counts.get(name, 0) + 1
@@ -69,7 +70,7 @@ class Logger:
         self.add({name: value})
 
     def write(self, step):
-        """Write the averages of everything added since the last write at `step`, then forget them."""
+        """Write the averages of everything added since the last write at `step`, then reset."""
         if not self._sums:
             return
         step = int(step)
@@ -88,7 +89,7 @@ class Logger:
         self._counts.clear()
 
     def close(self):
-        """Close the files; values added since the last write are dropped, as they have no step yet."""
+        """Close the files; values not yet written are dropped, as they have no step."""
         if not self._file.closed:
             self._file.close()
         if self._writer is not None:
@@ -175,7 +176,9 @@ class Progress:
         else:
             now = self._clock()
             final = int(step) >= self.total_steps
-            if not final and self._last_print is not None and now - self._last_print < self.min_interval:
+            recent = (self._last_print is not None
+                      and now - self._last_print < self.min_interval)
+            if not final and recent:
                 return
             self._last_print = now
             stream.write(line + '\n')

@@ -55,7 +55,8 @@ class BlockLinear(keras.layers.Layer):
         self.blocks, self.units = blocks, units
         init = keras.initializers.VarianceScaling(1.0, 'fan_in', 'truncated_normal')
         shape = (blocks, in_dim // blocks, units // blocks)
-        # Fan-in of a block is its own input width, which the 3-D shape gives VarianceScaling.
+        # VarianceScaling counts fan-in of a [G, in/G, out/G] kernel as G * in/G = the whole input
+        # width, which is also what the Nature release's initialiser does for block layers.
         self.kernel = self.add_weight(shape, init, name='kernel')
         self.bias = self.add_weight((units,), 'zeros', name='bias')
 
@@ -302,6 +303,9 @@ def named_weights(layer, prefix=''):
     Keras 3 names weights only by their own layer ('linear0/kernel'), which repeats across heads;
     checkpoints need names that are unique and stable, so they follow the attribute tree.
     """
+    if not type(layer).__module__.startswith('dreamer_tf'):
+        # A Keras built-in layer (Conv2D): its own weight names are unique within it.
+        return {f'{prefix}{v.name}': v for v in layer.weights}
     out = {}
     for attr, value in sorted(vars(layer).items()):
         if attr.startswith('_'):

@@ -285,7 +285,8 @@ def test_onehot_dist_sample_shape():
 def test_onehot_dist_sample_accepts_int_sample_shape(mode):
     # tfp's Distribution.sample contract: sample_shape may be a plain int.
     dist = dists.OneHotDist(f32(np.log([[0.1, 0.2, 0.3, 0.4]] * 2)))
-    fn = lambda: dist.sample(1000, seed=(5, 6))
+    def fn():
+        return dist.sample(1000, seed=(5, 6))
     if mode == 'function':
         fn = tf.function(fn)
     sample = fn().numpy()
@@ -328,7 +329,8 @@ def test_onehot_dist_straight_through_gradient(unimix, method):
 # ---------------------------------------------------------------------------------------------
 
 def test_bounded_normal_std_by_hand_and_bounds():
-    # s = 0: sigmoid(2) = 1 / (1 + e^-2) = 0.8807970780; std = 0.9 * 0.8807970780 + 0.1 = 0.8927173702
+    # s = 0: sigmoid(2) = 1 / (1 + e^-2) = 0.8807970780;
+    # std = 0.9 * 0.8807970780 + 0.1 = 0.8927173702
     dist = dists.bounded_normal(f32([[0.0]]), f32([[0.0]]))
     np.testing.assert_allclose(dist.stddev().numpy(), [[0.8927173702]], rtol=1e-6)
     # s = -2: sigmoid(0) = 0.5 -> 0.9 * 0.5 + 0.1 = 0.55

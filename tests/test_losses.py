@@ -5,7 +5,6 @@ import math
 import types
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from dreamer_tf import behavior, ops, rssm
@@ -110,8 +109,9 @@ def test_kl_dyn_rep_gradients_reach_one_side_each():
     assert is_zero_grad(tape.gradient(rep_sum, prior))
     g_prior = tape.gradient(dyn_sum, prior).numpy()
     g_post = tape.gradient(rep_sum, post).numpy()
-    # dyn: d KL(p || softmax(l)) / d l_j = q_j - p_j, only where the KL is above the free nats (t=0):
-    # q - p = [0.5 - 0.9, 0.5 - 0.1] = [-0.4, 0.4] for every latent at t=0, zero at the clipped steps.
+    # dyn: d KL(p || softmax(l)) / d l_j = q_j - p_j, only where the KL is above the free nats
+    # (t=0): q - p = [0.5 - 0.9, 0.5 - 0.1] = [-0.4, 0.4] for every latent at t=0, zero at the
+    # clipped steps.
     expected_prior = np.zeros((1, 3, 4, 2))
     expected_prior[0, 0] = [-0.4, 0.4]
     np.testing.assert_allclose(g_prior, expected_prior, atol=1e-6)
@@ -241,7 +241,8 @@ def naive_lambda_return(last, term, rew, boot, disc, lam):
         nxt = boot[b, -1]
         for t in range(length - 2, -1, -1):
             c = lam * (1.0 - last[b, t + 1])
-            nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * ((1.0 - c) * boot[b, t + 1] + c * nxt)
+            mix = (1.0 - c) * boot[b, t + 1] + c * nxt
+            nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * mix
             out[b, t] = nxt
     return out
 
@@ -275,7 +276,8 @@ class FakeActorDist:
 def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
     """An object with the attributes ActorCritic.loss / replay_loss read, networks replaced by columns.
 
-    feat columns: 0 reward, 1 continue, 2 critic mean, 3 slow critic mean, 4 logpi factor, 5 entropy.
+    feat columns: 0 reward, 1 continue, 2 critic mean, 3 slow critic mean, 4 logpi factor,
+    5 entropy.
     """
     fake = types.SimpleNamespace()
     fake.critic = lambda feat: SquareDist(feat[..., 2])

@@ -219,7 +219,8 @@ def test_return_normalizer_hand_ema_large_spread():
     # x2 = -500, -480, ..., 1500: p5 = -500 + 5*20 = -400, p95 = -500 + 95*20 = 1400.
     x2 = np.arange(101, dtype=np.float32) * 20.0 - 500.0
     scale1 = norm.update_and_scale(f32(x1.reshape(101, 1)))
-    # lo = 0.01*50 + 0.99*0 = 0.5, hi = 0.01*950 = 9.5; no debiasing (a debiased EMA would be 50/950)
+    # lo = 0.01*50 + 0.99*0 = 0.5, hi = 0.01*950 = 9.5; no debiasing (a debiased EMA would be
+    # 50/950)
     np.testing.assert_allclose([norm.lo.numpy(), norm.hi.numpy()], [0.5, 9.5], rtol=1e-6)
     np.testing.assert_allclose(scale1.numpy(), 9.0, rtol=1e-6)      # max(1, 9.5 - 0.5)
     norm.update(f32(x2))

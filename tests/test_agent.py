@@ -1,0 +1,316 @@
+"""World-model losses and the agent's update, acting and bookkeeping, eager with the debug config."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from gymnasium import spaces
+
+from dreamer_tf import config as configlib
+from dreamer_tf.agent import Agent
+from dreamer_tf.envs import ActionSpec
+from dreamer_tf.world_model import WorldModel
+
+CONFIG = configlib.load('dreamerv3', ['debug'])
+VECTOR = 5
+
+SETUPS = {
+    'vector-continuous': ({'vector': spaces.Box(-np.inf, np.inf, (VECTOR,), np.float32)},
+                          ActionSpec(discrete=False, size=2)),
+    'image-discrete': ({'image': spaces.Box(0, 255, (64, 64, 3), np.uint8)},
+                       ActionSpec(discrete=True, size=3)),
+}
+
+
+def make_batch(obs_space, act_space, batch=2, length=4, seed=0):
+    """A random replay batch [B, 1 + T]: one context step, then T steps that get losses."""
+    rng = np.random.default_rng(seed)
+    shape = (batch, 1 + length)
+    data = {}
+    if 'vector' in obs_space:
+        data['vector'] = rng.standard_normal(shape + (VECTOR,)).astype(np.float32)
+    if 'image' in obs_space:
+        data['image'] = rng.integers(0, 256, shape + (64, 64, 3)).astype(np.uint8)
+    if act_space.discrete:
+        data['action'] = np.eye(act_space.size, dtype=np.float32)[
+            rng.integers(0, act_space.size, shape)]
+    else:
+        data['action'] = rng.uniform(-1, 1, shape + (act_space.size,)).astype(np.float32)
+    data['reward'] = rng.standard_normal(shape).astype(np.float32)
+    data['is_first'] = np.zeros(shape, bool)
+    data['is_first'][:, 0] = True
+    data['is_last'] = np.zeros(shape, bool)
+    data['is_terminal'] = np.zeros(shape, bool)
+    return data
+
+
+def as_tensors(data):
+    return {k: tf.constant(v) for k, v in data.items()}
+
+
+def snapshot(variables):
+    return [v.numpy().copy() for v in variables]
+
+
+# ---------------------------------------------------------------------------------------------
+# World model
+# ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('setup', list(SETUPS))
+def test_world_model_loss_shapes(setup):
+    obs_space, act_space = SETUPS[setup]
+    wm = WorldModel(CONFIG, obs_space, act_space.size)
+    B, T = 2, 4
+    losses, post, metrics = wm.loss(as_tensors(make_batch(obs_space, act_space, B, T)))
+    # replay_context = 1: the context step seeds the carry and gets no loss, so T columns.
+    assert CONFIG.replay_context == 1
+    assert set(losses) == {'dyn', 'rep', 'rew', 'con'} | set(obs_space)
+    for name, value in losses.items():
+        assert value.shape == (B, T), (name, value.shape)
+        assert value.dtype == tf.float32
+        assert np.isfinite(value.numpy()).all(), name
+    assert post['deter'].shape == (B, T, CONFIG.rssm.deter)
+    assert post['stoch'].shape == (B, T, CONFIG.rssm.stoch, CONFIG.rssm.classes)
+    assert losses['dyn'].numpy().min() >= CONFIG.loss.free_nats
+    assert set(metrics) == {'post_ent', 'prior_ent'}
+
+
+def seeded_losses(wm, data, seed=3):
+    # Resetting the global seed makes the posterior samples repeat in eager mode.
+    tf.random.set_seed(seed)
+    losses, _, _ = wm.loss(as_tensors(data))
+    return {k: v.numpy() for k, v in losses.items()}
+
+
+def test_world_model_loss_timeline():
+    obs_space, act_space = SETUPS['vector-continuous']
+    wm = WorldModel(CONFIG, obs_space, act_space.size)
+    # The zero-initialised reward output gives every target the same loss log(255); make it
+    # informative so a moved reward shows up.
+    kernel = wm.reward.out.kernel
+    kernel.assign(np.random.default_rng(2).standard_normal(kernel.shape).astype(np.float32))
+    data = make_batch(obs_space, act_space)
+    base = seeded_losses(wm, data)
+    for name, value in seeded_losses(wm, data).items():
+        np.testing.assert_array_equal(value, base[name], err_msg=name)   # the seed repeats
+    # Reward and terminal flag of the context step do not feed the carry and have no loss column.
+    changed = {k: v.copy() for k, v in data.items()}
+    changed['reward'][:, 0] += 100.0
+    changed['is_terminal'][:, 0] = True
+    for name, value in seeded_losses(wm, changed).items():
+        np.testing.assert_array_equal(value, base[name], err_msg=name)
+    # The reward of step 1 is scored in loss column 0, and nothing else moves.
+    changed = {k: v.copy() for k, v in data.items()}
+    changed['reward'][1, 1] += 100.0
+    moved = seeded_losses(wm, changed)
+    for name, value in moved.items():
+        if name == 'rew':
+            diff = value != base[name]
+            assert diff[1, 0] and diff.sum() == 1
+        else:
+            np.testing.assert_array_equal(value, base[name], err_msg=name)
+
+
+def test_continue_loss_target_folds_in_the_discount():
+    obs_space, act_space = SETUPS['vector-continuous']
+    wm = WorldModel(CONFIG, obs_space, act_space.size)
+    data = make_batch(obs_space, act_space)
+    live = seeded_losses(wm, data)
+    dead_data = {k: v.copy() for k, v in data.items()}
+    dead_data['is_terminal'][0, 3] = True                          # loss column 3 - 1 = 2
+    dead = seeded_losses(wm, dead_data)
+    for name in live:
+        if name != 'con':
+            np.testing.assert_array_equal(dead[name], live[name], err_msg=name)
+    mask = np.zeros_like(live['con'], bool)
+    mask[0, 2] = True
+    np.testing.assert_array_equal(dead['con'][~mask], live['con'][~mask])
+    # Terminal: target 0, so the loss is -log(1 - p); this gives p of the continue head there.
+    nll_dead = float(dead['con'][0, 2])
+    p = 1.0 - np.exp(-nll_dead)
+    # Not terminal: target gamma = 1 - 1/333, Bernoulli cross-entropy with the same p.
+    gamma = 1.0 - 1.0 / CONFIG.behavior.horizon
+    assert CONFIG.behavior.horizon == 333
+    expected = -(gamma * np.log(p) + (1.0 - gamma) * np.log(1.0 - p))
+    np.testing.assert_allclose(live['con'][0, 2], expected, rtol=1e-4)
+    assert 0.01 < p < 0.99
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent: two updates (eager, no tf.function)
+# ---------------------------------------------------------------------------------------------
+
+LOSS_KEYS = {'dyn', 'rep', 'rew', 'con', 'actor', 'critic', 'replay_critic', 'total'}
+SLOW_RATE = 0.02
+
+
+@pytest.fixture(scope='module', params=list(SETUPS))
+def trained(request):
+    """Runs two updates and records what the tests below check."""
+    obs_space, act_space = SETUPS[request.param]
+    agent = Agent(CONFIG, obs_space, act_space)
+    data = as_tensors(make_batch(obs_space, act_space))
+    record = {'agent': agent, 'obs_space': obs_space}
+    record['params0'] = snapshot(agent.train_vars)
+    record['slow0'] = snapshot(agent.ac.slow_critic.weights)
+    record['metrics1'] = {k: v.numpy() for k, v in agent.train_step(data).items()}
+    record['params1'] = snapshot(agent.train_vars)
+    record['critic1'] = snapshot(agent.ac.critic.weights)
+    record['slow1'] = snapshot(agent.ac.slow_critic.weights)
+    # Move the slow critic away from the critic so the EMA rate is visible in one update.
+    rng = np.random.default_rng(1)
+    for var in agent.ac.slow_critic.weights:
+        var.assign(var + 0.1 * rng.standard_normal(var.shape).astype(np.float32))
+    record['slow_before2'] = snapshot(agent.ac.slow_critic.weights)
+    record['metrics2'] = {k: v.numpy() for k, v in agent.train_step(data).items()}
+    record['params2'] = snapshot(agent.train_vars)
+    record['critic2'] = snapshot(agent.ac.critic.weights)
+    record['slow2'] = snapshot(agent.ac.slow_critic.weights)
+    return record
+
+
+def test_train_step_returns_finite_metrics_with_every_loss(trained):
+    obs_keys = set(trained['obs_space'])
+    for metrics in (trained['metrics1'], trained['metrics2']):
+        expected = {f'loss/{k}' for k in LOSS_KEYS | obs_keys}
+        assert expected <= set(metrics)
+        for name, value in metrics.items():
+            assert np.all(np.isfinite(value)), (name, value)
+            assert np.ndim(value) == 0, name
+
+
+def test_warmup_makes_the_first_update_zero_and_the_second_not(trained):
+    assert CONFIG.opt.warmup == 1000
+    # lr_t = lr * min(1, (t - 1) / warmup): 0 for the first update, 4e-5 / 1000 for the second.
+    assert trained['metrics1']['lr'] == 0.0
+    np.testing.assert_allclose(trained['metrics2']['lr'], 4e-5 / 1000, rtol=1e-6)
+    for before, after in zip(trained['params0'], trained['params1']):
+        np.testing.assert_array_equal(after, before)
+    changed = [not np.array_equal(a, b) for a, b in zip(trained['params1'], trained['params2'])]
+    # Every module learns something on the second update (variables without gradient aside).
+    assert sum(changed) > 0.8 * len(changed)
+
+
+def test_slow_critic_is_an_ema_of_the_critic(trained):
+    # Update 1: the critic did not move and the slow critic starts as its copy, so both agree.
+    for slow, critic in zip(trained['slow1'], trained['critic1']):
+        np.testing.assert_allclose(slow, critic, rtol=1e-6, atol=1e-7)
+    # Update 2: slow <- 0.98 * slow + 0.02 * critic, with the critic after its own update.
+    for old, critic, new in zip(trained['slow_before2'], trained['critic2'], trained['slow2']):
+        expected = (1.0 - SLOW_RATE) * old.astype(np.float64) + SLOW_RATE * critic
+        np.testing.assert_allclose(new, expected, rtol=1e-5, atol=1e-7)
+        assert not np.allclose(new, old, rtol=0, atol=1e-4)
+    agent = trained['agent']
+    slow_ids = {id(v) for v in agent.ac.slow_critic.weights}
+    assert not slow_ids & {id(v) for v in agent.train_vars}
+
+
+# ---------------------------------------------------------------------------------------------
+# Agent: acting and bookkeeping
+# ---------------------------------------------------------------------------------------------
+
+def policy_obs(obs_space, n, seed=0):
+    rng = np.random.default_rng(seed)
+    obs = {'is_first': tf.constant(np.ones(n, bool))}
+    if 'vector' in obs_space:
+        obs['vector'] = tf.constant(rng.standard_normal((n, VECTOR)).astype(np.float32))
+    if 'image' in obs_space:
+        obs['image'] = tf.constant(rng.integers(0, 256, (n, 64, 64, 3)).astype(np.uint8))
+    return obs
+
+
+def actor_params(agent, state):
+    """Raw outputs of the actor's last layer at the policy state's latent, in numpy.
+
+    Written out layer by layer (MLP: Linear -> RMSNorm -> SiLU) from the weights, so the test does
+    not go through the head's own call.
+    """
+    x = agent.wm.rssm.get_feat(state['latent']).numpy().astype(np.float64)
+    mlp = agent.ac.actor.mlp
+    for linear, norm in zip(mlp.linears, mlp.norms):
+        x = x @ linear.kernel.numpy() + linear.bias.numpy()
+        x = x / np.sqrt(np.mean(x ** 2, -1, keepdims=True) + 1e-4) * norm.scale.numpy()
+        x = x / (1.0 + np.exp(-x))
+    out = agent.ac.actor.out
+    return x @ out.kernel.numpy() + out.bias.numpy()
+
+
+def test_policy_continuous_actions_are_clipped_samples():
+    obs_space, act_space = SETUPS['vector-continuous']
+    agent = Agent(CONFIG, obs_space, act_space)
+    n = 64
+    obs, state = policy_obs(obs_space, n), agent.initial_state(n)
+    action, new_state = agent.policy(obs, state, 'train')
+    action = action.numpy()
+    assert action.shape == (n, act_space.size)
+    assert np.abs(action).max() <= 1.0
+    # At init the std is 0.9 * sigmoid(2) + 0.1 = 0.89, so about a quarter of the samples fall
+    # outside [-1, 1] and must have been clipped onto the bounds.
+    assert (np.abs(action) == 1.0).sum() > 5
+    np.testing.assert_array_equal(new_state['action'].numpy(), action)
+    assert new_state['latent']['deter'].shape == (n, CONFIG.rssm.deter)
+    again, _ = agent.policy(obs, state, 'train')
+    assert not np.array_equal(again.numpy(), action)
+    # Eval takes the actor's mode tanh(mean) at the new latent: no sampling noise on top of the
+    # latent's own sample, and inside the bounds.
+    first, first_state = agent.policy(obs, state, 'eval')
+    mean = np.tanh(actor_params(agent, first_state)[..., :act_space.size])
+    np.testing.assert_allclose(first.numpy(), mean, rtol=1e-5, atol=1e-6)
+    assert np.abs(first.numpy()).max() < 1.0
+
+
+def test_policy_discrete_actions_are_one_hot():
+    obs_space, act_space = SETUPS['image-discrete']
+    agent = Agent(CONFIG, obs_space, act_space)
+    n = 4
+    obs, state = policy_obs(obs_space, n), agent.initial_state(n)
+    for mode in ('train', 'eval', 'random'):
+        action = agent.policy(obs, state, mode)[0].numpy()
+        assert action.shape == (n, act_space.size), mode
+        np.testing.assert_allclose(np.sort(action, -1), np.tile([0.0, 0.0, 1.0], (n, 1)),
+                                   atol=1e-6, err_msg=mode)
+    # Eval takes the most likely action of the actor at the new latent.
+    first, first_state = agent.policy(obs, state, 'eval')
+    logits = actor_params(agent, first_state)
+    np.testing.assert_array_equal(first.numpy().argmax(-1), logits.argmax(-1))
+
+
+def test_policy_eval_is_deterministic_given_the_seed():
+    # The posterior latent is sampled even in eval mode (as in the Nature release's policy), so
+    # eval actions repeat only when the random stream does.
+    obs_space, act_space = SETUPS['vector-continuous']
+    agent = Agent(CONFIG, obs_space, act_space)
+    obs, state = policy_obs(obs_space, 8), agent.initial_state(8)
+    actions = []
+    for _ in range(2):
+        tf.random.set_seed(4)
+        actions.append(agent.policy(obs, state, 'eval')[0].numpy())
+    np.testing.assert_array_equal(actions[0], actions[1])
+
+
+@pytest.mark.parametrize('setup', list(SETUPS))
+def test_summary_counts_every_trainable_parameter_once(setup):
+    agent = Agent(CONFIG, *SETUPS[setup])
+    counts = agent.summary()
+    modules = [agent.wm, agent.ac.actor, agent.ac.critic]
+    variables = {id(v): v for m in modules for v in m.trainable_variables}
+    assert counts['total'] == sum(int(np.prod(v.shape)) for v in variables.values())
+    assert counts['total'] == sum(v for k, v in counts.items() if k != 'total')
+    assert counts['total'] == sum(int(np.prod(v.shape)) for v in agent.train_vars)
+    assert len({id(v) for v in agent.train_vars}) == len(agent.train_vars)
+
+
+@pytest.mark.parametrize('setup', list(SETUPS))
+def test_weights_by_path_covers_every_network_variable(setup):
+    agent = Agent(CONFIG, *SETUPS[setup])
+    paths = agent.weights_by_path
+    modules = {'wm': agent.wm, 'actor': agent.ac.actor, 'critic': agent.ac.critic,
+               'slow_critic': agent.ac.slow_critic}
+    for prefix, module in modules.items():
+        mine = {p: v for p, v in paths.items() if p.startswith(prefix + '/')}
+        assert len(mine) == len(module.weights), prefix
+        assert {id(v) for v in mine.values()} == {id(v) for v in module.weights}, prefix
+    assert len(paths) == sum(len(m.weights) for m in modules.values())
+    # The slow critic mirrors the critic path for path, so checkpoints pair them up.
+    critic = sorted(p[len('critic/'):] for p in paths if p.startswith('critic/'))
+    slow = sorted(p[len('slow_critic/'):] for p in paths if p.startswith('slow_critic/'))
+    assert critic == slow

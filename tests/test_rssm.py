@@ -1,0 +1,200 @@
+"""RSSM with the debug sizes: shapes, resets, the imagination timeline, unimix and the KL losses."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from dreamer_tf import config as configlib
+from dreamer_tf.rssm import RSSM
+
+CONFIG = configlib.load('dreamerv3', ['debug'])
+ACT, EMBED = 3, 10
+DETER, STOCH, CLASSES = CONFIG.rssm.deter, CONFIG.rssm.stoch, CONFIG.rssm.classes
+
+
+def f32(x):
+    return tf.constant(np.asarray(x, np.float32))
+
+
+def make_rssm():
+    return RSSM(ACT, EMBED, **CONFIG.rssm)
+
+
+def randomize_biases(rssm, rng):
+    """Non-zero biases, so a state that should be reset cannot pass as zero by accident."""
+    for var in rssm.weights:
+        if var.path.endswith('bias'):
+            var.assign(0.5 * rng.standard_normal(var.shape).astype(np.float32))
+
+
+def sequence(rng, batch=2, length=6):
+    embed = f32(rng.standard_normal((batch, length, EMBED)))
+    action = f32(rng.uniform(-1, 1, (batch, length, ACT)))
+    is_first = np.zeros((batch, length), bool)
+    is_first[:, 0] = True
+    return embed, action, is_first
+
+
+def test_sizes_follow_the_debug_config():
+    assert (DETER, STOCH, CLASSES) == (32, 4, 4)
+    assert make_rssm().feat_dim == 32 + 4 * 4
+
+
+def test_observe_shapes_and_one_hot_samples():
+    rng = np.random.default_rng(0)
+    rssm = make_rssm()
+    embed, action, is_first = sequence(rng, batch=2, length=5)
+    post, prior = rssm.observe(embed, action, tf.constant(is_first))
+    for state in (post, prior):
+        assert set(state) == {'deter', 'stoch', 'logit'}
+        assert state['deter'].shape == (2, 5, DETER)
+        assert state['stoch'].shape == (2, 5, STOCH, CLASSES)
+        assert state['logit'].shape == (2, 5, STOCH, CLASSES)
+        assert all(v.dtype == tf.float32 for v in state.values())
+        stoch = state['stoch'].numpy()
+        np.testing.assert_allclose(stoch.sum(-1), 1.0, rtol=1e-6)
+        np.testing.assert_allclose(stoch.max(-1), 1.0, rtol=1e-6)
+    # The posterior shares the prior's deterministic state.
+    np.testing.assert_array_equal(post['deter'].numpy(), prior['deter'].numpy())
+
+
+def test_img_step_from_initial_state_with_zero_action():
+    # All biases are zero at init: zero deter, stoch and action give zero projections, so the
+    # GRU keeps deter = 0 (reset 0.5, cand tanh(0) = 0) and the prior logits are 0, a uniform
+    # categorical: log-probabilities log(1 / classes) (unimix leaves uniform unchanged).
+    rssm = make_rssm()
+    state = rssm.img_step(rssm.initial(3), tf.zeros([3, ACT]))
+    np.testing.assert_array_equal(state['deter'].numpy(), np.zeros((3, DETER)))
+    np.testing.assert_allclose(state['logit'].numpy(), np.full((3, STOCH, CLASSES), np.log(0.25)),
+                               rtol=1e-6)
+    np.testing.assert_allclose(state['stoch'].numpy().sum(-1), 1.0, rtol=1e-6)
+
+
+def test_initial_state_is_zero():
+    init = make_rssm().initial(2)
+    assert init['deter'].shape == (2, DETER)
+    assert init['stoch'].shape == init['logit'].shape == (2, STOCH, CLASSES)
+    for value in init.values():
+        np.testing.assert_array_equal(value.numpy(), 0.0)
+
+
+def test_is_first_resets_carry_and_previous_action():
+    rng = np.random.default_rng(1)
+    rssm = make_rssm()
+    randomize_biases(rssm, rng)
+    embed, action, is_first = sequence(rng, batch=2, length=6)
+    k = 3
+    is_first[0, k] = True                       # row 0 starts a new episode at step k, row 1 not
+    action = action.numpy()
+    action[:, k] = [5.0, -7.0, 3.0]             # must be ignored where is_first
+    post, prior = rssm.observe(embed, f32(action), tf.constant(is_first))
+    # The suffix from k observed on its own (is_first[0] = True there too).
+    post_sfx, prior_sfx = rssm.observe(embed[:, k:], f32(action[:, k:]),
+                                       tf.constant(is_first[:, k:]))
+    # At step k the reset carry is the zero state and the previous action is zero, so deter_k is
+    # deterministic: it must equal the suffix's first step and img_step(initial, zeros).
+    reference = rssm.img_step(rssm.initial(2), tf.zeros([2, ACT]))
+    deter_k = post['deter'][0, k].numpy()
+    np.testing.assert_allclose(deter_k, post_sfx['deter'][0, 0].numpy(), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(deter_k, reference['deter'][0].numpy(), rtol=1e-6, atol=1e-6)
+    # Prior and posterior logits at k depend only on deter_k (and embed_k): equal as well.
+    np.testing.assert_allclose(prior['logit'][0, k].numpy(), prior_sfx['logit'][0, 0].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(post['logit'][0, k].numpy(), post_sfx['logit'][0, 0].numpy(),
+                               rtol=1e-5, atol=1e-6)
+    # Row 1 was not reset: its carry (and the large action) changed deter_k.
+    assert not np.allclose(post['deter'][1, k].numpy(), post_sfx['deter'][1, 0].numpy(), atol=1e-3)
+
+
+def test_get_feat_concatenates_deter_and_flat_stoch():
+    rng = np.random.default_rng(2)
+    rssm = make_rssm()
+    state = dict(deter=f32(rng.standard_normal((2, 3, DETER))),
+                 stoch=f32(rng.standard_normal((2, 3, STOCH, CLASSES))),
+                 logit=f32(np.zeros((2, 3, STOCH, CLASSES))))
+    feat = rssm.get_feat(state).numpy()
+    assert feat.shape == (2, 3, DETER + STOCH * CLASSES)
+    np.testing.assert_array_equal(feat[..., :DETER], state['deter'].numpy())
+    stoch = state['stoch'].numpy()
+    for s in range(STOCH):
+        for c in range(CLASSES):
+            np.testing.assert_array_equal(feat[..., DETER + s * CLASSES + c], stoch[..., s, c])
+    flat = rssm.get_feat({k: v[:, 0] for k, v in state.items()})
+    assert flat.shape == (2, DETER + STOCH * CLASSES)
+
+
+def test_imagine_timeline():
+    rng = np.random.default_rng(3)
+    rssm = make_rssm()
+    randomize_biases(rssm, rng)
+    embed, action, is_first = sequence(rng, batch=2, length=3)
+    post, _ = rssm.observe(embed, action, tf.constant(is_first))
+    start = {k: tf.reshape(v, [-1] + v.shape[2:].as_list()) for k, v in post.items()}   # N = 6
+    weights = f32(rng.standard_normal((DETER, ACT)))
+
+    def policy(state):
+        return tf.tanh(tf.matmul(state['deter'], weights))         # deterministic in the state
+
+    horizon = 4
+    states, actions = rssm.imagine(policy, start, horizon)
+    assert actions.shape == (6, horizon + 1, ACT)
+    for key, value in states.items():
+        assert value.shape == (6, horizon + 1) + tuple(start[key].shape[1:])
+        np.testing.assert_array_equal(value[:, 0].numpy(), start[key].numpy())
+    # actions[:, t] is the policy's action in states[:, t] ...
+    for t in range(horizon + 1):
+        step = {k: v[:, t] for k, v in states.items()}
+        np.testing.assert_allclose(actions[:, t].numpy(), policy(step).numpy(), rtol=1e-5,
+                                   atol=1e-6)
+    # ... and states[:, t + 1] follows from (states[:, t], actions[:, t]); deter is deterministic.
+    for t in range(horizon):
+        step = {k: v[:, t] for k, v in states.items()}
+        nxt = rssm.img_step(step, actions[:, t])
+        np.testing.assert_allclose(states['deter'][:, t + 1].numpy(), nxt['deter'].numpy(),
+                                   rtol=1e-5, atol=1e-6)
+
+
+def test_prior_and_posterior_are_unimixed():
+    rng = np.random.default_rng(4)
+    rssm = make_rssm()
+    # Extreme output biases: without the 1% uniform mix most classes would get probability ~0.
+    for layer in (rssm.prior_out, rssm.post_out):
+        layer.bias.assign(np.tile([60.0, -60.0, 0.0, -30.0], STOCH).astype(np.float32))
+    embed, action, is_first = sequence(rng, batch=2, length=4)
+    post, prior = rssm.observe(embed, action, tf.constant(is_first))
+    floor = 0.01 / CLASSES
+    for state in (post, prior):
+        probs = np.exp(state['logit'].numpy().astype(np.float64))
+        np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-5)
+        assert probs.min() >= floor - 1e-7
+        # The floor is reached (the mix is exactly 1%, not more).
+        np.testing.assert_allclose(probs.min(), floor, rtol=1e-3)
+
+
+def naive_kl(logit_p, logit_q):
+    """sum over latents and classes of p * (log p - log q), from normalised log-probabilities."""
+    p = np.exp(logit_p)
+    return np.sum(p * (logit_p - logit_q), axis=(-2, -1))
+
+
+def log_softmax(x):
+    x = x - x.max(-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+
+@pytest.mark.parametrize('free', [1.0, 0.0])
+def test_kl_loss_matches_numpy_and_respects_free_nats(free):
+    rng = np.random.default_rng(5)
+    rssm = make_rssm()
+    post = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
+    prior = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
+    prior[0, 0] = post[0, 0]                                       # identical: KL = 0
+    dyn, rep = rssm.kl_loss({'logit': f32(post)}, {'logit': f32(prior)}, free)
+    assert dyn.shape == rep.shape == (3, 5)
+    # dyn and rep have the same value (they differ only in where gradients flow).
+    expected = np.maximum(naive_kl(post, prior), free)
+    np.testing.assert_allclose(dyn.numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(rep.numpy(), expected, rtol=1e-4, atol=1e-5)
+    assert dyn.numpy().min() >= free
+    np.testing.assert_allclose(dyn.numpy()[0, 0], free, atol=1e-6)
+    assert (naive_kl(post, prior) > 1.0).any()                      # some entries above the clip

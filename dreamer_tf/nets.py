@@ -137,16 +137,34 @@ class BlockGRU(keras.layers.Layer):
     def _flat(self, x):
         return tf.reshape(x, [-1, x.shape[-2] * x.shape[-1]])
 
+    def _first_layer(self, first, deter, proj):
+        """The first block-linear layer on concat_g(deter_g, proj), without building that input.
+
+        Every block sees the same `proj`, so its share of the product is one dense matmul with
+        the blocks' proj rows laid side by side, [n*hidden, deter]; only the deter part is
+        block-diagonal. Same weights and result as BlockLinear on the concatenation, but it never
+        materialises the [B, G, n*hidden] broadcast (the largest tensor of the step).
+        """
+        part = self.deter // self.blocks
+        kernel = tf.cast(first.kernel, deter.dtype)                    # [G, part + n*h, out/G]
+        own = tf.einsum('ngi,gio->ngo', self._group(deter), kernel[:, :part])
+        shared = tf.transpose(kernel[:, part:], [1, 0, 2])             # [n*h, G, out/G]
+        shared = tf.matmul(proj, tf.reshape(shared, [shared.shape[0], -1]))
+        return self._flat(own) + shared + tf.cast(first.bias, deter.dtype)
+
     def call(self, deter, inputs):
         proj = [self.act(norm(linear(x)))
                 for x, linear, norm in zip(inputs, self.inputs_in, self.inputs_norm)]
-        proj = tf.concat(proj, -1)[:, None, :]                       # [B, 1, n * hidden]
-        # Broadcast instead of tf.repeat: its gradient needs a dynamic shape XLA cannot compile.
-        proj = proj * tf.ones([1, self.blocks, 1], proj.dtype)        # [B, G, n * hidden]
-        x = self._flat(tf.concat([self._group(deter), proj], -1))     # [B, G * (deter/G + n*hidden)]
-        for layer, norm in zip(self.hidden_layers, self.hidden_norms):
+        proj = tf.concat(proj, -1)                                     # [B, n * hidden]
+        layers = self.hidden_layers + [self.gates]
+        x = self._first_layer(layers[0], deter, proj)
+        if self.hidden_layers:
+            x = self.act(self.hidden_norms[0](x))
+        for layer, norm in zip(self.hidden_layers[1:], self.hidden_norms[1:]):
             x = self.act(norm(layer(x)))
-        x = self._group(self.gates(x))                                # [B, G, 3 * deter / G]
+        if self.hidden_layers:
+            x = self.gates(x)
+        x = self._group(x)                                             # [B, G, 3 * deter / G]
         reset, cand, update = [self._flat(g) for g in tf.split(x, 3, -1)]
         reset = tf.sigmoid(reset)
         cand = tf.tanh(reset * cand)

@@ -199,7 +199,7 @@ def naive_block_gru(gru, deter, inputs):
     return update * cand + (1.0 - update) * deter
 
 
-@pytest.mark.parametrize('dyn_layers', [1, 2])
+@pytest.mark.parametrize('dyn_layers', [0, 1, 2])
 def test_block_gru_step_matches_numpy(dyn_layers):
     rng = np.random.default_rng(6 + dyn_layers)
     deter_size, hidden, in_dims, blocks = 8, 3, [8, 6, 2], 2

@@ -6,6 +6,7 @@ Counters, logging and checkpoints stay in plain Python around the compiled funct
 """
 
 import os
+import time
 
 import keras
 import numpy as np
@@ -39,7 +40,7 @@ def make_policy(agent, config):
 
 
 class Counters(tf.Module):
-    """Checkpointed progress: env steps, policy steps, updates and episodes."""
+    """Checkpointed progress: env steps, policy steps, updates, episodes and wall-clock seconds."""
 
     def __init__(self):
         super().__init__(name='counters')
@@ -47,6 +48,7 @@ class Counters(tf.Module):
         self.policy_steps = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.updates = tf.Variable(0, dtype=tf.int64, trainable=False)
         self.episodes = tf.Variable(0, dtype=tf.int64, trainable=False)
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False)
 
 
 class Trainer:
@@ -78,6 +80,7 @@ class Trainer:
         self.scores = []                                   # finished training episode returns
         self.running = {}                                  # worker -> (return, length) so far
         self.pending = []                                  # train metrics since the last log
+        self.clock = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -104,6 +107,7 @@ class Trainer:
     def run(self):
         cfg = self.config.run
         self.restore()
+        self.clock = time.monotonic()   # wall-clock counts training, not start-up
         progress = Progress(cfg.steps)
         fps = FPS()
         obs = [self._reset(i) for i in range(len(self.envs))]
@@ -129,6 +133,13 @@ class Trainer:
             self._log(progress, fps)
         self.save()
         progress.close()
+
+    def wall_minutes(self):
+        """Training wall-clock so far, summed over every invocation of this logdir."""
+        now = time.monotonic()
+        self.counters.seconds.assign_add(now - self.clock)
+        self.clock = now
+        return float(self.counters.seconds.numpy()) / 60.0
 
     @property
     def env_steps(self):
@@ -178,8 +189,8 @@ class Trainer:
     def _finish_episode(self, score, length):
         self.counters.episodes.assign_add(1)
         self.scores.append(score)
-        self.logger.add({'score': score, 'length': length * self.config.env.action_repeat},
-                        prefix='episode')
+        self.logger.add({'score': score, 'length': length * self.config.env.action_repeat,
+                         'wall_minutes': self.wall_minutes()}, prefix='episode')
         self.logger.write(self.env_steps)
 
     # -- learning -----------------------------------------------------------------------------
@@ -207,7 +218,8 @@ class Trainer:
         rate = fps.update(self.env_steps)
         recent = float(np.mean(self.scores[-10:])) if self.scores else None
         self.logger.add({'updates': int(self.counters.updates.numpy()),
-                         'replay_steps': len(self.replay)}, prefix='run')
+                         'replay_steps': len(self.replay), 'wall_minutes': self.wall_minutes()},
+                        prefix='run')
         if rate is not None:
             self.logger.add({'fps': rate}, prefix='run')
         self.logger.write(self.env_steps)

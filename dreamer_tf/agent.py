@@ -46,27 +46,19 @@ class Agent(tf.Module):
         """One acting step for a batch of environments.
 
         obs: dict of [N, ...] observations with `is_first` [N]; mode 'train' samples the actor,
-        'eval' takes its mode, 'random' samples uniform actions. Returns (action [N, A], state).
+        'eval' takes its mode. Returns (action [N, A], state). (Prefill's uniform random actions
+        come from the trainer, which does not run the model for them.)
         """
         embed = self.wm.encoder(obs)
         latent, _ = self.wm.rssm.obs_step(state['latent'], state['action'], embed, obs['is_first'])
         dist = self.ac.actor(self.wm.rssm.get_feat(latent))
-        if mode == 'eval':
-            action = dist.mode()
-        elif mode == 'random':
-            action = self.random_actions(tf.shape(embed)[0])
-        else:
-            action = dist.sample()
+        if mode not in ('train', 'eval'):
+            raise ValueError(f"policy mode '{mode}' is not one of ['eval', 'train']")
+        action = dist.mode() if mode == 'eval' else dist.sample()
         if not self.act_space.discrete:
             action = tf.clip_by_value(action, -1.0, 1.0)
         action = sg(action)
         return action, dict(latent=latent, action=action)
-
-    def random_actions(self, n):
-        size = self.act_space.size
-        if self.act_space.discrete:
-            return tf.one_hot(tf.random.uniform([n], 0, size, tf.int32), size)
-        return tf.random.uniform([n, size], -1.0, 1.0)
 
     # -- learning -----------------------------------------------------------------------------
 

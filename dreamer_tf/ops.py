@@ -114,11 +114,3 @@ def cumulative_weight(con):
     Nature release: weight_t = prod_{k<=t} con_k.
     """
     return sg(tf.math.cumprod(con, axis=1))
-
-
-def masked_mean(x, mask=None):
-    """Mean of x, optionally over the entries where mask is 1."""
-    if mask is None:
-        return tf.reduce_mean(x)
-    mask = tf.cast(mask, x.dtype)
-    return tf.reduce_sum(x * mask) / tf.maximum(tf.reduce_sum(mask), 1.0)

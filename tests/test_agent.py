@@ -263,7 +263,7 @@ def test_policy_discrete_actions_are_one_hot():
     agent = Agent(CONFIG, obs_space, act_space)
     n = 4
     obs, state = policy_obs(obs_space, n), agent.initial_state(n)
-    for mode in ('train', 'eval', 'random'):
+    for mode in ('train', 'eval'):
         action = agent.policy(obs, state, mode)[0].numpy()
         assert action.shape == (n, act_space.size), mode
         np.testing.assert_allclose(np.sort(action, -1), np.tile([0.0, 0.0, 1.0], (n, 1)),

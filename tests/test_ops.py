@@ -301,10 +301,3 @@ def test_cumulative_weight_stops_gradient():
         out = tf.reduce_sum(ops.cumulative_weight(con))
     grad = tape.gradient(out, con)
     assert grad is None or not np.any(grad.numpy())
-
-
-def test_masked_mean():
-    x = f32([1.0, 2.0, 3.0, 10.0])
-    assert ops.masked_mean(x).numpy() == 4.0                      # 16 / 4
-    np.testing.assert_allclose(ops.masked_mean(x, f32([1, 1, 1, 0])).numpy(), 2.0)   # 6 / 3
-    assert ops.masked_mean(x, f32([0, 0, 0, 0])).numpy() == 0.0   # empty mask divides by 1

@@ -17,7 +17,7 @@ from dreamer_tf import config as configlib
 from dreamer_tf import envs as envlib
 from dreamer_tf.agent import Agent
 from dreamer_tf.replay import Replay
-from dreamer_tf.trainer import make_train_step, set_precision
+from dreamer_tf.trainer import make_train_step, random_actions, set_precision
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('configs', 'dmc_proprio,size1m', 'Overlays of configs/<version>.yaml.')
@@ -35,10 +35,7 @@ def fill_replay(config, env, steps, rng):
     size = env.act_space.size
     replay.add({**env.reset(), 'action': np.zeros(size, np.float32)})
     for _ in range(steps):
-        if env.act_space.discrete:
-            action = np.eye(size, dtype=np.float32)[rng.integers(size)]
-        else:
-            action = rng.uniform(-1, 1, size).astype(np.float32)
+        action = random_actions(env.act_space, rng, 1)[0]
         step = env.step(action)
         replay.add({**step, 'action': action})
         if step['is_last']:

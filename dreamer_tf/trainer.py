@@ -39,6 +39,20 @@ def make_policy(agent, config):
     return tf.function(agent.policy, jit_compile=config.jit)
 
 
+def random_actions(act_space, rng, n):
+    """Uniform actions for `n` environments: one-hot for discrete spaces, U[-1, 1] otherwise."""
+    if act_space.discrete:
+        return np.eye(act_space.size, dtype=np.float32)[rng.integers(0, act_space.size, n)]
+    return rng.uniform(-1, 1, (n, act_space.size)).astype(np.float32)
+
+
+def policy_batch(obs_list, keys):
+    """Stack one step dict per environment into the policy's input batch (model keys + is_first)."""
+    batch = {k: np.stack([o[k] for o in obs_list]) for k in keys}
+    batch['is_first'] = np.array([o['is_first'] for o in obs_list])
+    return batch
+
+
 class Counters(tf.Module):
     """Checkpointed progress: env steps, policy steps, updates, episodes and wall-clock seconds."""
 
@@ -156,16 +170,11 @@ class Trainer:
     def _act(self, obs, state):
         if self.env_steps < self.config.run.prefill:
             return self._random_actions(len(obs)), state
-        batch = {k: np.stack([o[k] for o in obs]) for k in self.agent.obs_space}
-        batch['is_first'] = np.array([o['is_first'] for o in obs])
-        action, state = self._policy(batch, state, 'train')
+        action, state = self._policy(policy_batch(obs, self.agent.obs_space), state, 'train')
         return action.numpy(), state
 
     def _random_actions(self, n):
-        size = self.act_space.size
-        if self.act_space.discrete:
-            return np.eye(size, dtype=np.float32)[self.rng.integers(0, size, n)]
-        return self.rng.uniform(-1, 1, (n, size)).astype(np.float32)
+        return random_actions(self.act_space, self.rng, n)
 
     def _reset(self, worker):
         obs = self.envs[worker].reset()
@@ -234,8 +243,7 @@ class Trainer:
         for _ in range(episodes):
             obs, state, score = self.eval_env.reset(), self.agent.initial_state(1), 0.0
             while True:
-                batch = {k: obs[k][None] for k in self.agent.obs_space}
-                batch['is_first'] = np.array([obs['is_first']])
+                batch = policy_batch([obs], self.agent.obs_space)
                 action, state = self._policy(batch, state, 'eval')
                 obs = self.eval_env.step(action.numpy()[0])
                 score += float(obs['reward'])

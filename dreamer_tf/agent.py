@@ -1,4 +1,9 @@
-"""DreamerV3 agent: world model + actor-critic + one optimiser. Pure math, no devices.
+"""Dreamer agent of every version: world model + actor-critic + optimisers. Pure math, no devices.
+
+DreamerV3 (Nature) trains everything with one LaProp optimiser on the summed loss. DreamerV1, V2 and
+the 2023 DreamerV3 give the model, the actor and the critic their own Adam (config `opt.model`,
+`opt.actor`, `opt.critic`), each differentiating only its own loss: so the actor's dynamics-backprop
+gradient moves the actor alone, although it flows through the world model.
 
 The trainer compiles `policy` and `train_step`; this module only defines what they compute.
 """
@@ -7,10 +12,12 @@ import tensorflow as tf
 
 from dreamer_tf import nets, ops
 from dreamer_tf.behavior import ActorCritic
-from dreamer_tf.optim import DynamicLossScale, LaProp
+from dreamer_tf.optim import Adam, DynamicLossScale, LaProp, ModuleOptimizers
 from dreamer_tf.world_model import WorldModel
 
 sg = tf.stop_gradient
+# Which module's optimiser trains on each behaviour loss (world-model losses all go to 'model').
+LOSS_GROUPS = {'actor': 'actor', 'critic': 'critic', 'replay_critic': 'critic'}
 # 'explore' samples the actor, 'eval' takes its mode; 'train' is the trainer's name for 'explore'.
 POLICY_MODES = ('eval', 'explore', 'train')
 
@@ -23,9 +30,19 @@ class Agent(tf.Module):
         self.obs_space, self.act_space = dict(obs_space), act_space
         self.wm = WorldModel(config, obs_space, act_space.size, name='wm')
         self.ac = ActorCritic(config, self.wm.rssm.feat_dim, act_space, name='ac')
-        self.train_vars = self.wm.trainable_variables + self.ac.actor.trainable_variables + \
-            self.ac.critic.trainable_variables
-        self.opt = LaProp(self.train_vars, **config.opt)
+        self.var_groups = {'model': self.wm.trainable_variables,
+                           'actor': self.ac.actor.trainable_variables,
+                           'critic': self.ac.critic.trainable_variables}
+        self.train_vars = [v for group in self.var_groups.values() for v in group]
+        self.per_module = 'model' in config.opt
+        if self.per_module:
+            self.opt = ModuleOptimizers({name: (variables, Adam(variables, **config.opt[name], name=name))
+                                         for name, variables in self.var_groups.items()})
+        else:
+            if self.ac.rho < 1.0:
+                raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
+                                 'per-module optimisers (opt.model / opt.actor / opt.critic)')
+            self.opt = LaProp(self.train_vars, **config.opt)
         # Only float16 compute needs loss scaling; bfloat16 has float32's exponent range.
         self.loss_scale = DynamicLossScale() if config.precision == 'float16' else None
         # Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint, so every
@@ -59,15 +76,35 @@ class Agent(tf.Module):
         latent, _ = self.wm.rssm.obs_step(state['latent'], state['action'], embed, obs['is_first'])
         dist = self.ac.actor(self.wm.rssm.get_feat(latent))
         action = dist.mode() if mode == 'eval' else dist.sample()
+        if mode != 'eval':
+            action = self._explore(action)
         if not self.act_space.discrete:
             action = tf.clip_by_value(action, -1.0, 1.0)
         action = sg(action)
         return action, dict(latent=latent, action=action)
 
+    def _explore(self, action):
+        """DreamerV1's exploration: Gaussian noise of std `behavior.expl_noise` added to continuous
+        actions, or a uniformly random action with that probability for discrete ones (V2)."""
+        amount = self.config.behavior.get('expl_noise', 0.0)
+        if not amount:
+            return action
+        if not self.act_space.discrete:
+            return action + amount * tf.random.normal(tf.shape(action))
+        n = tf.shape(action)[0]
+        random = tf.one_hot(tf.random.uniform([n], 0, self.act_space.size, tf.int32), self.act_space.size)
+        return tf.where(tf.random.uniform([n, 1]) < amount, random, action)
+
     # -- learning -----------------------------------------------------------------------------
 
     def loss(self, data):
-        """Total loss of one replayed batch: the scaled means of every loss term.
+        """(total loss, metrics) of one replayed batch; see `loss_terms`."""
+        total, metrics, _ = self.loss_terms(data)
+        return total, metrics
+
+    def loss_terms(self, data):
+        """Total loss of one replayed batch (the scaled means of every loss term), its metrics, and
+        the total of each optimiser group ('model', 'actor', 'critic').
 
         data: [B, T, ...] steps, optionally with 'key' [B] int64: per-sequence keys from which the
         latent and action samples draw (ops.keyed_uniform), making the update a pure function of
@@ -81,21 +118,32 @@ class Agent(tf.Module):
         rest = {k: v[:, ctx:] for k, v in data.items()}
         ac_losses, ac_metrics = self.ac.loss(self.wm, post, rest, key=ac_key)
         metrics.update(ac_metrics)
-        total = 0.0
+        groups = {name: 0.0 for name in self.var_groups}
         scales = self.config.loss
         for name, value in {**wm_losses, **ac_losses}.items():
             mean = tf.reduce_mean(value)
             scale = self.wm.loss_scale(name) if name in wm_losses else scales[name]
-            total += scale * mean
+            group = 'model' if name in wm_losses else LOSS_GROUPS[name]
+            groups[group] += scale * mean
             metrics[f'loss/{name}'] = mean
+        total = sum(groups.values())
         metrics['loss/total'] = total
-        return total, metrics
+        return total, metrics, groups
 
     def compute_gradients(self, data):
-        with tf.GradientTape() as tape:
-            total, metrics = self.loss(data)
-            scaled = total * self.loss_scale.scale if self.loss_scale else total
-        grads = tape.gradient(scaled, self.train_vars)
+        """Gradients of every train variable: of the total loss (one optimiser), or of each module's
+        own loss w.r.t. that module's variables (per-module optimisers)."""
+        with tf.GradientTape(persistent=self.per_module) as tape:
+            total, metrics, groups = self.loss_terms(data)
+            scale = self.loss_scale.scale if self.loss_scale else 1.0
+            targets = {name: loss * scale for name, loss in groups.items()}
+            total_scaled = total * scale
+        if self.per_module:
+            grads = [g for name, variables in self.var_groups.items()
+                     for g in tape.gradient(targets[name], variables)]
+            del tape
+        else:
+            grads = tape.gradient(total_scaled, self.train_vars)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.train_vars)]
         if self.loss_scale:
             grads = [g / self.loss_scale.scale for g in grads]
@@ -108,8 +156,8 @@ class Agent(tf.Module):
 
     @property
     def loss_state(self):
-        """Variables that the loss moves by itself (the return normaliser's EMAs)."""
-        return list(self.ac.retnorm.variables)
+        """Variables that the loss moves by itself (the return normaliser's EMAs, V3 only)."""
+        return list(self.ac.retnorm.variables) if self.ac.retnorm else []
 
     def train_step(self, data):
         """One update, skipped when the loss or the global gradient norm is not finite.

@@ -1,7 +1,16 @@
-"""DreamerV3 actor-critic learned in imagination (Nature release).
+"""Actor-critic learned in imagination, for every version.
 
 The losses are pure functions of tensors so they can be tested against naive loops; the
-`ActorCritic` layer only builds the networks and wires the tensors into them.
+`ActorCritic` layer only builds the networks and wires the tensors into them. What differs between
+versions is config:
+
+| | V1 | V2 | V3 (Nature) |
+|---|---|---|---|
+| actor gradient rho (1: REINFORCE, 0: dynamics backprop) | 0 | 1 Atari, 0 DMC | 1 |
+| returns bootstrap on | online critic | slow critic (copied every 100) | online critic |
+| return scale | 1 | 1 | percentile EMA (`retnorm`) |
+| critic distribution | Normal(mean, 1) | squared error | two-hot |
+| weight of imagined step t | prod_{k<t} discount_k | same | prod_{k<=t} con_k |
 """
 
 import keras
@@ -13,17 +22,27 @@ from dreamer_tf.rssm import flatten_time
 sg = tf.stop_gradient
 
 
-def actor_loss(logpi, ent, ret, val, weight, scale, actent):
-    """REINFORCE with entropy bonus, [N, H+1] inputs -> [N, H] loss.
+def actor_loss(logpi, ent, ret, val, weight, scale, actent, rho=1.0):
+    """REINFORCE, dynamics backprop or a mix of both, with entropy bonus: [N, H+1] inputs -> [N, H].
 
         imagined states:  [s0]  [s1] ... [s_{H-1}]  s_H
         ret (R_t):         R0    R1  ...  R_{H-1}         (H returns)
         val / logpi / ent / weight are sliced [:, :-1] to align with the returns.
 
-    loss_t = -w_t * (log pi(a_t | s_t) * sg((R_t - v_t) / S) + actent * H[pi(. | s_t)])
+    loss_t = -w_t * (rho * log pi(a_t | s_t) * sg((R_t - v_t) / S)      REINFORCE (V2 Atari, V3)
+                     + (1 - rho) * R_t / S                               dynamics backprop (V1, V2 DMC)
+                     + actent * H[pi(. | s_t)])
+
+    The dynamics term has no stop-gradient: its gradient reaches the actor through the imagined
+    rewards, values and states, so `ret` must be computed from differentiable imagined actions.
+    `val` is the baseline (stop-gradient); it does not change the dynamics term's gradient.
     """
-    adv = (ret - val[:, :-1]) / scale                                 # [N, H]
-    return -sg(weight[:, :-1]) * (logpi[:, :-1] * sg(adv) + actent * ent[:, :-1])
+    objective = actent * ent[:, :-1]
+    if rho:
+        objective += rho * logpi[:, :-1] * sg((ret - val[:, :-1]) / scale)    # [N, H]
+    if rho != 1.0:
+        objective += (1.0 - rho) * ret / scale
+    return -sg(weight[:, :-1]) * objective
 
 
 def critic_loss(critic_logp, slow_logp, weight, slowreg):
@@ -49,20 +68,35 @@ class ActorCritic(keras.layers.Layer):
         super().__init__(**kw)
         self.config = config
         self.discrete = act_space.discrete
-        kind = 'onehot' if act_space.discrete else 'normal'
-        self.actor = nets.Head(kind, feat_dim, act_space.size, **config.actor, name='actor')
-        self.critic = nets.Head('twohot', feat_dim, **config.critic, name='critic')
-        self.slow_critic = nets.Head('twohot', feat_dim, **config.critic, name='slow_critic')
+        actor = dict(config.actor)
+        cont_kind = actor.pop('dist_cont', 'normal')
+        self.actor = nets.Head('onehot' if act_space.discrete else cont_kind, feat_dim,
+                               act_space.size, **actor, name='actor')
+        critic = dict(config.critic)
+        kind = critic.pop('dist', 'twohot')
+        self.critic = nets.Head(kind, feat_dim, **critic, name='critic')
+        self.slow_critic = nets.Head(kind, feat_dim, **critic, name='slow_critic')
         for slow, online in zip(self.slow_critic.weights, self.critic.weights, strict=True):
             slow.assign(online)
         self.slow_critic.trainable = False
-        self.retnorm = ops.ReturnNormalizer(**config.retnorm)
+        # V1 and V2 do not normalise returns: their scale is 1 and the normaliser stays unused.
+        self.retnorm = ops.ReturnNormalizer(**config.retnorm) if 'retnorm' in config else None
         b = config.behavior
-        self.horizon, self.lam, self.imag_length = b.horizon, b.return_lambda, b.imag_length
-        self.discount = 1.0 - 1.0 / b.horizon
+        self.lam, self.imag_length = b.return_lambda, b.imag_length
+        self.discount = 1.0 - 1.0 / b.horizon if 'horizon' in b else b.discount
+        # rho: 1 is REINFORCE, 0 backpropagates the returns through the learned dynamics.
+        self.rho = float(b.get('actor_grad_disc', 1.0) if self.discrete else b.get('actor_grad_cont', 1.0))
+        if not 0.0 <= self.rho <= 1.0:
+            raise ValueError(f'behavior.actor_grad_* must lie in [0, 1], got {self.rho}')
+        self.return_critic = b.get('return_critic', 'online')
+        if self.return_critic not in ('online', 'slow'):
+            raise ValueError(f"behavior.return_critic '{self.return_critic}' is not one of ['online', 'slow']")
+        self.weight_form = b.get('weight', 'inclusive')
+        self.replay_scale = config.loss.get('replay_critic', 0.0)
 
     def policy_sample(self, feat, key=None):
-        return dists.keyed_sample(self.actor(sg(feat)), key)
+        """An action for feat; with rho < 1 it stays differentiable w.r.t. feat and the actor."""
+        return dists.keyed_sample(self.actor(feat if self.rho < 1.0 else sg(feat)), key)
 
     def loss(self, wm, post, data, key=None):
         """Imagination losses from every posterior step plus the replay value loss.
@@ -78,34 +112,47 @@ class ActorCritic(keras.layers.Layer):
             steps = tf.range(tf.shape(post['deter'])[1], dtype=tf.int64)
             key = tf.reshape(ops.fold_in(key[:, None], steps[None, :]), [-1])      # [B*T]
 
+        dynamics = self.rho < 1.0
+
         def policy(state, k=None):
-            return sg(self.policy_sample(rssm.get_feat(state), k))
+            action = self.policy_sample(rssm.get_feat(state), k)
+            return action if dynamics else sg(action)
 
         states, actions = rssm.imagine(policy, start, self.imag_length, key=key)
-        feat = sg(rssm.get_feat(states))                             # [N, H+1, F]
+        # With dynamics backprop the returns stay differentiable w.r.t. the imagined states (and so
+        # the actor); the agent applies that gradient to the actor's weights only.
+        feat = rssm.get_feat(states) if dynamics else sg(rssm.get_feat(states))   # [N, H+1, F]
         rew = wm.reward(feat).mean()                                  # [N, H+1]
-        con = wm.cont(feat).mean()                                    # [N, H+1], discount folded in
-        critic = self.critic(feat)
+        con = wm.imagined_discount(feat)                              # [N, H+1], gamma * P(cont)
+        critic = self.critic(sg(feat))
         val = sg(critic.mean())                                       # [N, H+1]
-        slowval = sg(self.slow_critic(feat).mean())
+        slowval = sg(self.slow_critic(sg(feat)).mean())
+        # Returns bootstrap on the online critic (V1, V3) or the slow target critic (V2); with
+        # dynamics backprop on a critic evaluated on the differentiable states.
+        boot_critic = self.slow_critic if self.return_critic == 'slow' else self.critic
+        boot = boot_critic(feat).mean() if dynamics else (slowval if self.return_critic == 'slow' else val)
         # Imagined episodes never hit is_last; termination enters through 1 - con, and the
         # discount is already inside con, so disc = 1 here.
-        ret = ops.lambda_return(tf.zeros_like(con), 1.0 - con, rew, val, val, 1.0, self.lam)
-        scale = self.retnorm.update_and_scale(ret)
-        weight = ops.cumulative_weight(con)
-        pi = self.actor(feat)
+        ret = ops.lambda_return(tf.zeros_like(con), 1.0 - con, rew, boot, boot, 1.0, self.lam)
+        scale = self.retnorm.update_and_scale(ret) if self.retnorm else tf.constant(1.0)
+        weight = ops.cumulative_weight(con, exclusive=self.weight_form == 'exclusive')
+        pi = self.actor(sg(feat))
         logpi = pi.log_prob(sg(actions))                              # [N, H+1]
         ent = pi.entropy()                                            # [N, H+1]
+        base = sg(boot)
+        b = self.config.behavior
         losses = {}
-        losses['actor'] = actor_loss(logpi, ent, ret, val, weight, scale, self.config.behavior.actent)
+        losses['actor'] = actor_loss(logpi, ent, ret, base, weight, scale, b.actent, self.rho)
         losses['critic'] = critic_loss(critic.log_prob(sg(pad_last(ret))),
-                                       critic.log_prob(slowval), weight, self.config.behavior.slowreg)
-        boot = tf.reshape(ret[:, 0], tf.shape(data['reward']))       # [B, T]
-        losses['replay_critic'], repl_ret = self.replay_loss(rssm.get_feat(post), data, boot)
+                                       critic.log_prob(slowval), weight, b.get('slowreg', 0.0))
         metrics = {'ret': tf.reduce_mean(ret), 'ret_scale': scale, 'val': tf.reduce_mean(val),
-                   'adv': tf.reduce_mean(tf.abs(ret - val[:, :-1]) / scale),
+                   'adv': tf.reduce_mean(tf.abs(ret - base[:, :-1]) / scale),
                    'actor_ent': tf.reduce_mean(ent), 'imag_rew': tf.reduce_mean(rew),
-                   'imag_con': tf.reduce_mean(con), 'replay_ret': tf.reduce_mean(repl_ret)}
+                   'imag_con': tf.reduce_mean(con)}
+        if self.replay_scale:
+            boot = tf.reshape(sg(ret[:, 0]), tf.shape(data['reward']))   # [B, T]
+            losses['replay_critic'], repl_ret = self.replay_loss(rssm.get_feat(post), data, boot)
+            metrics['replay_ret'] = tf.reduce_mean(repl_ret)
         return losses, metrics
 
     def replay_loss(self, feat, data, boot):
@@ -131,7 +178,10 @@ class ActorCritic(keras.layers.Layer):
         return loss, ret
 
     def update_slow_critic(self, updates):
-        """EMA of the online critic's weights every `slow_critic_every` updates."""
+        """EMA of the online critic's weights every `slow_critic_every` updates (V2: a full copy,
+        rate 1, every 100; V3: rate 0.02 every update; V1 has no slow critic: every 0)."""
         b = self.config.behavior
+        if not b.get('slow_critic_every', 0):
+            return
         rate = tf.where(updates % b.slow_critic_every == 0, b.slow_critic_rate, 0.0)
         ops.ema_update(self.slow_critic.weights, self.critic.weights, rate)

@@ -35,6 +35,11 @@ class OneHotDist(tfd.OneHotCategorical):
         # Stored already mixed, so copies and slices (which call __init__ again) do not mix twice.
         self._parameters = dict(logits=mixed, unimix=0.0, name=name)
 
+    @property
+    def uniform_shape(self):
+        """Uniform numbers per row that `sample_from_uniform` reads: one per categorical."""
+        return list(self.logits.shape[1:-1]) + [1]
+
     @classmethod
     def _parameter_properties(cls, dtype, num_classes=None):
         return dict(logits=tfp.util.ParameterProperties(event_ndims=1))
@@ -206,18 +211,150 @@ def bernoulli(logits):
 def keyed_sample(dist, key):
     """A sample of `dist` whose noise is a pure function of per-row keys, [N] int64.
 
-    Supports the two kinds of distribution the losses sample from: `OneHotDist` (latents, discrete
-    actions; inverse CDF of one uniform per categorical) and the bounded normal actor (loc + scale *
-    Phi^-1(u), reparameterised like tfd.Normal.sample). See ops.keyed_uniform. With key=None it is
-    `dist.sample()`, drawing from TensorFlow's stateful generator (acting).
+    Supports every distribution the losses sample from: those with `sample_from_uniform` and
+    `uniform_shape` (`OneHotDist` latents and discrete actions, the V1/V2 actors `TanhNormal` and
+    `TruncNormal`: inverse CDFs of uniform numbers) and Normals (latents of V1, the V3 actor:
+    loc + scale * Phi^-1(u), reparameterised like tfd.Normal.sample). See ops.keyed_uniform. With
+    key=None it is `dist.sample()`, drawing from TensorFlow's stateful generator (acting).
     """
     if key is None:
         return dist.sample()
-    if isinstance(dist, OneHotDist):
-        lead = dist.logits.shape[1:-1]
-        return dist.sample_from_uniform(ops.keyed_uniform(key, list(lead) + [1]))
+    if hasattr(dist, 'sample_from_uniform'):
+        return dist.sample_from_uniform(ops.keyed_uniform(key, dist.uniform_shape))
     if isinstance(dist, tfd.Independent) and isinstance(dist.distribution, tfd.Normal):
         normal = dist.distribution
         u = ops.keyed_uniform(key, normal.loc.shape[1:])
         return normal.loc + normal.scale * tf.math.ndtri(u)
-    raise TypeError(f'keyed_sample supports OneHotDist and Independent(Normal), got {type(dist).__name__}')
+    raise TypeError('keyed_sample supports OneHotDist, TanhNormal, TruncNormal and Independent(Normal), '
+                    f'got {type(dist).__name__}')
+
+
+# -- DreamerV1 / DreamerV2 distributions ---------------------------------------------------------
+
+
+def unit_normal(mean, dims):
+    """Normal(mean, 1) summed over the last `dims` axes: the V1/V2 image, reward and value heads.
+
+    -log_prob(x) = 0.5 * sum (x - mean)^2 + const, i.e. half the squared error of `MSEDist`.
+    """
+    mean = tf.cast(mean, tf.float32)
+    return tfd.Independent(tfd.Normal(mean, tf.ones_like(mean)), dims)
+
+
+def gaussian_latent(mean, std):
+    """The DreamerV1 latent: a diagonal Gaussian over the last axis."""
+    return tfd.Independent(tfd.Normal(mean, std), 1)
+
+
+# n fixed quantiles of the standard normal, Phi^-1((i + 0.5) / n): the "samples" of the tanh-Normal's
+# entropy and mode estimates. DreamerV1 draws 100 random samples for both; stratified quantiles give
+# the same expectation with less variance, and keep the update a pure function of its inputs.
+def _normal_quantiles(n):
+    return tf.math.ndtri((tf.range(n, dtype=tf.float32) + 0.5) / n)
+
+
+class TanhNormal:
+    """DreamerV1's actor: a = tanh(x), x ~ Normal(mean, std), dims independent.
+
+    log p(a) = sum_i [log N(x_i; mean_i, std_i) - log(1 - tanh(x_i)^2)], x = atanh(a), where
+    log(1 - tanh(x)^2) = 2 * (log 2 - x - softplus(-2x)) is the stable form of the Jacobian term.
+    The entropy and the mode have no closed form; like DreamerV1 they are estimated from `samples`
+    draws (here the fixed normal quantiles above): entropy = -mean_k log p(a_k), mode = the a_k with
+    the highest log-probability.
+    """
+
+    def __init__(self, mean, std, samples=100):
+        self.mean, self.std = tf.cast(mean, tf.float32), tf.cast(std, tf.float32)
+        self.samples = samples
+        self.uniform_shape = self.mean.shape[1:]
+
+    @staticmethod
+    def _log_det(x):
+        return 2.0 * (np.log(2.0) - x - tf.nn.softplus(-2.0 * x))
+
+    def _log_prob_pre(self, x):
+        """log p(tanh(x)) from the pre-tanh value x (exact, no atanh of a saturated action)."""
+        normal = -0.5 * tf.square((x - self.mean) / self.std) - tf.math.log(self.std) \
+            - 0.5 * np.log(2.0 * np.pi)
+        return tf.reduce_sum(normal - self._log_det(x), -1)
+
+    def log_prob(self, action):
+        # As in DreamerV1, actions are pulled inside (-1, 1) so that atanh stays finite.
+        action = tf.clip_by_value(tf.cast(action, tf.float32), -0.99999997, 0.99999997)
+        return self._log_prob_pre(tf.atanh(action))
+
+    def sample(self, seed=None):
+        return self.sample_from_uniform(tf.random.uniform(tf.shape(self.mean)))
+
+    def sample_from_uniform(self, u):
+        return tf.tanh(self.mean + self.std * tf.math.ndtri(u))      # reparameterised
+
+    def _draws(self):
+        eps = tf.reshape(_normal_quantiles(self.samples), [-1] + [1] * len(self.mean.shape))
+        return self.mean[None] + self.std[None] * eps                  # [K, ..., A] pre-tanh
+
+    def entropy(self):
+        return -tf.reduce_mean(self._log_prob_pre(self._draws()), 0)
+
+    def mode(self):
+        """Per dimension, the candidate tanh(x_k) with the highest density (dims are independent)."""
+        x = self._draws()                                              # [K, ..., A]
+        density = -0.5 * tf.square((x - self.mean) / self.std) - self._log_det(x)
+        best = tf.one_hot(tf.argmax(density, 0), x.shape[0], axis=0, dtype=x.dtype)  # [K, ..., A]
+        return tf.tanh(tf.reduce_sum(best * x, 0))
+
+
+def tanh_normal(mean, std_raw, init_std=5.0, mean_scale=5.0, min_std=1e-4):
+    """DreamerV1 actor head: mean = scale * tanh(m / scale), std = softplus(s + raw_init) + min_std,
+    where raw_init = log(exp(init_std) - 1) makes the initial std (s = 0) equal `init_std`."""
+    mean = mean_scale * tf.tanh(tf.cast(mean, tf.float32) / mean_scale)
+    raw_init = float(np.log(np.expm1(init_std)))
+    std = tf.nn.softplus(tf.cast(std_raw, tf.float32) + raw_init) + min_std
+    return TanhNormal(mean, std)
+
+
+class TruncNormal:
+    """DreamerV2's continuous actor: Normal(mean, std) truncated to [-1, 1], dims independent.
+
+    Samples by inverse CDF, x = mean + std * Phi^-1(Phi(alpha) + u * (Phi(beta) - Phi(alpha))) with
+    alpha, beta the standardised bounds, so they are reparameterised. log_prob and entropy are tfp's.
+    """
+
+    def __init__(self, mean, std, low=-1.0, high=1.0):
+        self.mean, self.std = tf.cast(mean, tf.float32), tf.cast(std, tf.float32)
+        self.low, self.high = low, high
+        self.dist = tfd.Independent(tfd.TruncatedNormal(self.mean, self.std, low, high), 1)
+        self.uniform_shape = self.mean.shape[1:]
+
+    def sample(self, seed=None):
+        return self.sample_from_uniform(tf.random.uniform(tf.shape(self.mean)))
+
+    def sample_from_uniform(self, u):
+        lo = _ndtr((self.low - self.mean) / self.std)
+        hi = _ndtr((self.high - self.mean) / self.std)
+        p = tf.clip_by_value(lo + u * (hi - lo), 1e-7, 1.0 - 1e-7)
+        x = self.mean + self.std * tf.math.ndtri(p)
+        # The far tails of the inverse CDF lose precision; keep samples strictly inside the bounds.
+        return tf.clip_by_value(x, self.low + 1e-6, self.high - 1e-6)
+
+    def log_prob(self, action):
+        action = tf.clip_by_value(tf.cast(action, tf.float32), self.low + 1e-6, self.high - 1e-6)
+        return self.dist.log_prob(action)
+
+    def entropy(self):
+        return self.dist.entropy()
+
+    def mode(self):
+        return tf.clip_by_value(self.mean, self.low, self.high)
+
+
+def _ndtr(x):
+    """Standard normal CDF."""
+    return 0.5 * tf.math.erfc(-x / np.sqrt(2.0))
+
+
+def trunc_normal(mean, std_raw, min_std=0.1, init_std=0.0):
+    """DreamerV2 actor head: mean = tanh(m), std = 2 * sigmoid((s + init_std) / 2) + min_std."""
+    mean = tf.tanh(tf.cast(mean, tf.float32))
+    std = 2.0 * tf.sigmoid((tf.cast(std_raw, tf.float32) + init_std) / 2.0) + min_std
+    return TruncNormal(mean, std)

@@ -172,6 +172,159 @@ class BlockGRU(keras.layers.Layer):
         return update * cand + (1.0 - update) * deter
 
 
+class NormGRU(keras.layers.Layer):
+    """DreamerV2's GRU cell (also the 2023 DreamerV3 release's): one dense layer on [x, h] gives the
+    reset, candidate and update pre-activations, layer-normalised together; then
+
+        r = sigmoid(.), c = tanh(r * c_pre), u = sigmoid(u_pre - 1), h' = u * c + (1 - u) * h.
+
+    The -1 biases the update gate towards keeping the state at initialisation.
+    """
+
+    def __init__(self, deter, in_dim, **kw):
+        super().__init__(**kw)
+        self.deter = deter
+        self.linear = Linear(in_dim + deter, 3 * deter, name='gates')
+        self.norm = Norm(3 * deter, 'layer', eps=1e-3, name='norm')
+
+    def call(self, deter, x):
+        parts = self.norm(self.linear(tf.concat([x, deter], -1)))
+        reset, cand, update = tf.split(parts, 3, -1)
+        reset = tf.sigmoid(reset)
+        cand = tf.tanh(reset * cand)
+        update = tf.sigmoid(update - 1.0)
+        return update * cand + (1.0 - update) * deter
+
+
+class KerasGRU(keras.layers.Layer):
+    """DreamerV1's recurrent core: the standard Keras GRU cell (reset after the recurrent matmul)."""
+
+    def __init__(self, deter, in_dim, **kw):
+        super().__init__(**kw)
+        self.cell = keras.layers.GRUCell(deter, name='cell')
+        self.cell.build((None, in_dim))
+
+    def call(self, deter, x):
+        out, _ = self.cell(x, [deter])
+        return out
+
+
+class StridedEncoder(keras.layers.Layer):
+    """DreamerV1/V2 encoder: 4 'valid' convs of kernel 4 and stride 2 (64 -> 31 -> 14 -> 6 -> 2) on
+    images in [-0.5, 0.5], channels depth * mults; an MLP for `vector`. Returns the concatenation."""
+
+    def __init__(self, obs_space, depth, mults, kernel, layers, units, norm, act, **kw):
+        super().__init__(**kw)
+        self.keys = [k for k in ('vector', 'image') if k in obs_space]
+        self.act = activation(act)
+        self.out_dim = 0
+        if 'vector' in obs_space:
+            self.mlp = MLP(obs_space['vector'].shape[0], layers, units, norm, act, name='mlp')
+            self.out_dim += self.mlp.out_dim
+        if 'image' in obs_space:
+            h, w, c = obs_space['image'].shape
+            self.convs, self.conv_norms = [], []
+            for i, mult in enumerate(mults):
+                conv = keras.layers.Conv2D(depth * mult, kernel, 2, 'valid',
+                                           kernel_initializer=initializer(), name=f'conv{i}')
+                conv.build((None, h, w, c))
+                h, w, c = (h - kernel) // 2 + 1, (w - kernel) // 2 + 1, depth * mult
+                if h < 1 or w < 1:
+                    raise ValueError(f"image {obs_space['image'].shape} is too small for "
+                                     f'{len(mults)} stride-2 convs of kernel {kernel}')
+                self.convs.append(conv)
+                self.conv_norms.append(Norm(c, norm, name=f'conv{i}norm'))
+            self.out_dim += h * w * c
+
+    def call(self, obs):
+        tokens = []
+        if 'vector' in self.keys:
+            tokens.append(self.mlp(tf.cast(obs['vector'], self.compute_dtype)))
+        if 'image' in self.keys:
+            x = tf.cast(obs['image'], self.compute_dtype) / 255.0 - 0.5
+            lead = tf.shape(x)[:-3]
+            x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
+            for conv, norm in zip(self.convs, self.conv_norms):
+                x = self.act(norm(conv(x)))
+            x = tf.reshape(x, tf.concat([lead, [math.prod(x.shape[-3:])]], 0))
+            tokens.append(x)
+        return tf.concat(tokens, -1)
+
+
+class TransposedDecoder(keras.layers.Layer):
+    """DreamerV1/V2 decoder. image: dense to a 1x1 map of 32 * depth channels, then transposed convs
+    of stride 2 and kernels (5, 5, 6, 6) (1 -> 5 -> 13 -> 30 -> 64), channels depth * (4, 2, 1) and
+    the image's; Normal(mean, 1) per pixel of the image in [-0.5, 0.5]. vector: an MLP with a
+    `vector_dist` of 'normal' (Normal(mean, 1)) or 'mse' (squared error, DreamerV2's proprio decoder).
+    """
+
+    def __init__(self, obs_space, feat_dim, depth, kernels, layers, units, norm, act, vector_dist,
+                 **kw):
+        super().__init__(**kw)
+        self.keys = [k for k in ('vector', 'image') if k in obs_space]
+        self.act = activation(act)
+        if vector_dist not in ('normal', 'mse'):
+            raise ValueError(f"decoder.vector_dist '{vector_dist}' is not one of ['mse', 'normal']")
+        self.vector_dist = vector_dist
+        if 'vector' in obs_space:
+            self.mlp = MLP(feat_dim, layers, units, norm, act, name='mlp')
+            self.vec_out = Linear(self.mlp.out_dim, obs_space['vector'].shape[0], name='vec_out')
+        if 'image' in obs_space:
+            self.img_shape = tuple(obs_space['image'].shape)
+            self.proj = Linear(feat_dim, 32 * depth, name='img_in')
+            chans = [4 * depth, 2 * depth, depth, self.img_shape[-1]][-len(kernels):]
+            size, ch = 1, 32 * depth
+            self.deconvs, self.deconv_norms = [], []
+            for i, (kernel, out) in enumerate(zip(kernels, chans)):
+                conv = keras.layers.Conv2DTranspose(out, kernel, 2, 'valid',
+                                                    kernel_initializer=initializer(), name=f'deconv{i}')
+                conv.build((None, size, size, ch))
+                size, ch = (size - 1) * 2 + kernel, out
+                self.deconvs.append(conv)
+                last = i == len(kernels) - 1
+                self.deconv_norms.append(None if last else Norm(out, norm, name=f'deconv{i}norm'))
+            if (size, size, ch) != self.img_shape:
+                raise ValueError(f'transposed decoder with kernels {list(kernels)} makes '
+                                 f'{size}x{size}x{ch} images, the env gives {self.img_shape}')
+
+    def call(self, feat):
+        out = {}
+        if 'vector' in self.keys:
+            pred = tf.cast(self.vec_out(self.mlp(feat)), tf.float32)
+            out['vector'] = dists.unit_normal(pred, 1) if self.vector_dist == 'normal' else \
+                dists.MSEDist(pred, 1)
+        if 'image' in self.keys:
+            lead = tf.shape(feat)[:-1]
+            x = tf.reshape(self.proj(tf.reshape(feat, [-1, feat.shape[-1]])), [-1, 1, 1, self.proj.units])
+            for conv, norm in zip(self.deconvs, self.deconv_norms):
+                x = conv(x)
+                if norm is not None:
+                    x = self.act(norm(x))
+            mean = tf.reshape(tf.cast(x, tf.float32), tf.concat([lead, self.img_shape], 0))
+            out['image'] = ShiftedImage(dists.unit_normal(mean, 3))
+        return out
+
+
+class ShiftedImage:
+    """A V1/V2 image distribution over [-0.5, 0.5] read through targets in [0, 1].
+
+    The world model scores every image decoder against image / 255; the V1/V2 decoder predicts
+    image / 255 - 0.5, so this shifts targets and predictions by 0.5.
+    """
+
+    def __init__(self, dist):
+        self.dist = dist
+
+    def log_prob(self, target):
+        return self.dist.log_prob(tf.cast(target, tf.float32) - 0.5)
+
+    def mode(self):
+        return self.dist.mode() + 0.5
+
+    def mean(self):
+        return self.mode()
+
+
 class Encoder(keras.layers.Layer):
     """Nature-release encoder: symlog MLP for `vector`, conv + max-pool stages for `image`.
 
@@ -336,26 +489,40 @@ class Decoder(keras.layers.Layer):
 class Head(keras.layers.Layer):
     """MLP on feat followed by an output layer that parameterises a distribution.
 
-    kind: 'twohot' (reward, critic), 'binary' (continue), 'normal' (continuous actor),
-    'onehot' (discrete actor).
+    kind: 'twohot' (V3 reward, critic), 'unit_normal' (V1 reward, value: Normal(mean, 1)), 'mse' (V2
+    reward, value: squared error), 'binary' (continue), 'normal' (V3 continuous actor), 'tanh_normal'
+    (V1), 'trunc_normal' (V2), 'onehot' (discrete actor).
     """
 
     def __init__(self, kind, in_dim, out_dim=1, layers=1, units=1024, norm='rms', act='silu',
-                 outscale=1.0, bins=255, minstd=0.1, maxstd=1.0, unimix=0.0, **kw):
+                 outscale=1.0, bins=255, minstd=0.1, maxstd=1.0, unimix=0.0, init_std=0.0,
+                 mean_scale=5.0, **kw):
         super().__init__(**kw)
         self.kind = kind
         self.mlp = MLP(in_dim, layers, units, norm, act, name='mlp')
-        sizes = {'twohot': bins, 'binary': 1, 'normal': 2 * out_dim, 'onehot': out_dim}
+        sizes = {'twohot': bins, 'binary': 1, 'normal': 2 * out_dim, 'onehot': out_dim,
+                 'unit_normal': 1, 'mse': 1, 'tanh_normal': 2 * out_dim, 'trunc_normal': 2 * out_dim}
         if kind not in sizes:
             raise ValueError(f"head kind '{kind}' is not one of {sorted(sizes)}")
         self.out = Linear(self.mlp.out_dim, sizes[kind], outscale, name='out')
         self.bins = dists.symexp_bins(bins) if kind == 'twohot' else None
         self.minstd, self.maxstd, self.unimix = minstd, maxstd, unimix
+        self.init_std, self.mean_scale = init_std, mean_scale
 
     def call(self, feat):
         x = tf.cast(self.out(self.mlp(feat)), tf.float32)
         if self.kind == 'twohot':
             return dists.SymexpTwoHot(x, self.bins)
+        if self.kind == 'unit_normal':
+            return dists.unit_normal(x[..., 0], 0)
+        if self.kind == 'mse':
+            return dists.MSEDist(x[..., 0], 0)
+        if self.kind == 'tanh_normal':
+            mean, std = tf.split(x, 2, -1)
+            return dists.tanh_normal(mean, std, self.init_std, self.mean_scale, self.minstd)
+        if self.kind == 'trunc_normal':
+            mean, std = tf.split(x, 2, -1)
+            return dists.trunc_normal(mean, std, self.minstd, self.init_std)
         if self.kind == 'binary':
             return dists.bernoulli(x[..., 0])
         if self.kind == 'normal':

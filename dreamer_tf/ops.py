@@ -113,13 +113,14 @@ def ema_update(target_vars, source_vars, rate):
         tgt.assign((1.0 - rate) * tgt + rate * tf.cast(src, tgt.dtype))
 
 
-def cumulative_weight(con):
+def cumulative_weight(con, exclusive=False):
     """Stop-gradient cumulative product of imagined continues over time: [B, H+1] -> [B, H+1].
 
-    The first imagined state (the posterior start) already carries its own continue, as in the
-    Nature release: weight_t = prod_{k<=t} con_k.
+    Nature release (inclusive): the first imagined state (the posterior start) already carries its
+    own continue, weight_t = prod_{k<=t} con_k. DreamerV1/V2 (exclusive): weight_t = prod_{k<t} con_k,
+    so the start has weight 1.
     """
-    return sg(tf.math.cumprod(con, axis=1))
+    return sg(tf.math.cumprod(con, axis=1, exclusive=exclusive))
 
 
 # -- keyed random numbers ------------------------------------------------------------------------

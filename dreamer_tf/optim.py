@@ -92,3 +92,78 @@ class DynamicLossScale(tf.Module):
                              tf.maximum(1.0, self.scale / 2.0))
         self.finite_steps.assign(tf.where(finite & ~grow, self.finite_steps + 1, 0))
         self.scale.assign(new_scale)
+
+
+class Adam(tf.Module):
+    """Adam with global-norm clipping and decoupled weight decay: the DreamerV1/V2 (and 2023 DreamerV3)
+    optimiser of one module. For each update t = 1, 2, ...:
+
+        g   <- g * min(1, clip / ||g||_global)                      (clip 0: no clipping)
+        p   <- p * (1 - wd)                 every variable, before the step (V2 release, pattern '.*')
+        m   <- beta1 * m + (1 - beta1) * g
+        v   <- beta2 * v + (1 - beta2) * g^2
+        p   <- p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
+
+    The last line is TensorFlow's and Keras' form of Adam (eps outside the bias correction).
+    """
+
+    metric_names = ('grad_norm', 'lr')
+
+    def __init__(self, variables, lr, eps=1e-7, clip=0.0, wd=0.0, beta1=0.9, beta2=0.999,
+                 name='adam'):
+        super().__init__(name=name)
+        self.params = list(variables)
+        self.lr, self.eps, self.clip, self.wd = float(lr), float(eps), float(clip), float(wd)
+        self.beta1, self.beta2 = float(beta1), float(beta2)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        with tf.name_scope(name):
+            self.m = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='m')
+                      for v in self.params]
+            self.v = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='v')
+                      for v in self.params]
+
+    def apply(self, grads):
+        if len(grads) != len(self.params):
+            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        grads = [tf.cast(g, tf.float32) for g in grads]
+        norm = tf.linalg.global_norm(grads)
+        if self.clip:
+            grads, _ = tf.clip_by_global_norm(grads, self.clip, norm)
+        self.step.assign_add(1)
+        t = tf.cast(self.step, tf.float32)
+        alpha = self.lr * tf.sqrt(1.0 - self.beta2 ** t) / (1.0 - self.beta1 ** t)
+        for var, grad, m, v in zip(self.params, grads, self.m, self.v):
+            if self.wd:
+                var.assign(var * (1.0 - self.wd))
+            m.assign(self.beta1 * m + (1.0 - self.beta1) * grad)
+            v.assign(self.beta2 * v + (1.0 - self.beta2) * tf.square(grad))
+            var.assign_sub(tf.cast(alpha * m / (tf.sqrt(v) + self.eps), var.dtype))
+        return {'grad_norm': norm, 'lr': tf.constant(self.lr)}
+
+
+class ModuleOptimizers(tf.Module):
+    """One optimiser per module (V1, V2, V3 2023: model, actor, critic), seen as one optimiser.
+
+    `groups` maps a name to (variables, optimiser); `apply` takes the gradients of all variables in
+    the order of `params` (the groups' variables one after the other) and hands each optimiser its
+    slice. `step` counts updates like LaProp's. Metrics are named `<group>/<metric>`.
+    """
+
+    def __init__(self, groups, name='opt'):
+        super().__init__(name=name)
+        self.groups = dict(groups)
+        self.params = [v for variables, _ in self.groups.values() for v in variables]
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
+        self.metric_names = tuple(f'{group}/{metric}' for group, (_, opt) in self.groups.items()
+                                  for metric in opt.metric_names)
+
+    def apply(self, grads):
+        if len(grads) != len(self.params):
+            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        metrics, start = {}, 0
+        for group, (variables, opt) in self.groups.items():
+            part = grads[start:start + len(variables)]
+            start += len(variables)
+            metrics.update({f'{group}/{k}': v for k, v in opt.apply(part).items()})
+        self.step.assign_add(1)
+        return metrics

@@ -1,9 +1,15 @@
-"""Recurrent state-space model with categorical latents (DreamerV3, Nature release).
+"""Recurrent state-space model of every Dreamer version: one model, two latents, three cores.
+
+    latent 'categorical' (V2, V3): `stoch` one-hot categoricals of `classes` classes, straight-through
+    latent 'gaussian' (V1):        a diagonal Gaussian of `stoch` dims, std = softplus(raw) + min_std
+    core 'block_gru' (V3 Nature), 'norm_gru' (V2, V3 2023: layer-normalised GRU), 'gru' (V1: Keras GRU)
 
 A state is a dict of float32 tensors:
     deter: [B, deter]            GRU carry h_t
-    stoch: [B, stoch, classes]   one-hot sample z_t (straight-through gradients)
+    stoch: [B, stoch, classes]   one-hot sample z_t (categorical), or [B, stoch] (gaussian)
     logit: [B, stoch, classes]   log-probabilities of z_t's distribution, unimix already applied
+                                 (categorical only)
+    mean, std: [B, stoch]        parameters of z_t's distribution (gaussian only)
 
     h_t = f(h_{t-1}, z_{t-1}, a_{t-1})      img_step (prior p(z_t | h_t))
     z_t ~ q(z_t | h_t, embed(x_t))          obs_step (posterior)
@@ -20,44 +26,72 @@ sg = tf.stop_gradient
 
 class RSSM(keras.layers.Layer):
 
-    def __init__(self, act_dim, embed_dim, deter, hidden, stoch, classes, blocks, unimix,
-                 img_layers, obs_layers, dyn_layers, norm, act, **kw):
+    def __init__(self, act_dim, embed_dim, deter, hidden, stoch, classes=1, blocks=1, unimix=0.0,
+                 img_layers=1, obs_layers=1, dyn_layers=1, norm='none', act='elu',
+                 latent='categorical', core='block_gru', min_std=0.1, **kw):
         super().__init__(**kw)
+        if latent not in LATENTS:
+            raise ValueError(f"rssm.latent '{latent}' is not one of {list(LATENTS)}")
+        if core not in CORES:
+            raise ValueError(f"rssm.core '{core}' is not one of {list(CORES)}")
+        self.latent, self.core_kind, self.min_std = latent, core, min_std
         self.deter, self.stoch, self.classes, self.unimix = deter, stoch, classes, unimix
-        self.feat_dim = deter + stoch * classes
-        self.core = nets.BlockGRU(deter, hidden, [deter, stoch * classes, act_dim], blocks,
-                                  dyn_layers, norm, act, name='core')
+        self.stoch_dim = stoch * classes if latent == 'categorical' else stoch
+        self.feat_dim = deter + self.stoch_dim
+        out_dim = self.stoch_dim if latent == 'categorical' else 2 * stoch    # logits or (mean, std)
+        if core == 'block_gru':
+            # Nature release: deter, stoch and action each get their own projection inside the cell.
+            self.core = nets.BlockGRU(deter, hidden, [deter, self.stoch_dim, act_dim], blocks,
+                                      dyn_layers, norm, act, name='core')
+        else:
+            # V1 / V2 / V3 2023: one dense layer embeds (z_{t-1}, a_{t-1}), then the GRU step.
+            self.img_in = nets.MLP(self.stoch_dim + act_dim, 1, hidden, norm, act, name='img_in')
+            self.core = nets.NormGRU(deter, hidden, name='core') if core == 'norm_gru' else \
+                nets.KerasGRU(deter, hidden, name='core')
         self.prior_mlp = nets.MLP(deter, img_layers, hidden, norm, act, name='prior_mlp')
-        self.prior_out = nets.Linear(self.prior_mlp.out_dim, stoch * classes, name='prior_out')
+        self.prior_out = nets.Linear(self.prior_mlp.out_dim, out_dim, name='prior_out')
         self.post_mlp = nets.MLP(deter + embed_dim, obs_layers, hidden, norm, act, name='post_mlp')
-        self.post_out = nets.Linear(self.post_mlp.out_dim, stoch * classes, name='post_out')
+        self.post_out = nets.Linear(self.post_mlp.out_dim, out_dim, name='post_out')
 
     # -- states ------------------------------------------------------------------------------
 
     def initial(self, batch_size):
-        """All-zero carry and latent (the Nature release starts from zeros, not a learned state)."""
-        return dict(deter=tf.zeros([batch_size, self.deter]),
-                    stoch=tf.zeros([batch_size, self.stoch, self.classes]),
-                    logit=tf.zeros([batch_size, self.stoch, self.classes]))
+        """All-zero carry and latent (every release starts from zeros, not a learned state)."""
+        zeros = lambda *shape: tf.zeros([batch_size, *shape])  # noqa: E731
+        if self.latent == 'gaussian':
+            return dict(deter=zeros(self.deter), stoch=zeros(self.stoch), mean=zeros(self.stoch),
+                        std=zeros(self.stoch))
+        return dict(deter=zeros(self.deter), stoch=zeros(self.stoch, self.classes),
+                    logit=zeros(self.stoch, self.classes))
 
     def get_feat(self, state):
-        """feat = concat(deter, flat stoch): what every head reads. [..., deter + stoch*classes]."""
+        """feat = concat(deter, flat stoch): what every head reads. [..., deter + stoch_dim]."""
         stoch = state['stoch']
-        flat = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [self.stoch * self.classes]], 0))
-        return tf.concat([state['deter'], flat], -1)
+        if self.latent == 'categorical':
+            stoch = tf.reshape(stoch, tf.concat([tf.shape(stoch)[:-2], [self.stoch_dim]], 0))
+        return tf.concat([state['deter'], stoch], -1)
 
     def get_dist(self, state):
-        return dists.OneHotDist(state['logit'])
+        """The latent's distribution, with one batch entry per state ([...] batch shape)."""
+        if self.latent == 'gaussian':
+            return dists.gaussian_latent(state['mean'], state['std'])
+        return tfp.distributions.Independent(dists.OneHotDist(state['logit']), 1)
 
-    def _latent(self, logits, key=None):
-        """Raw logits [B, S*C] -> (one-hot sample, unimixed log-probabilities), both float32.
+    def _latent(self, raw, key=None):
+        """Raw output [B, out] -> the latent part of a state (sample and its distribution), float32.
 
         With `key` ([B] int64) the sample's noise comes from the keys (ops.keyed_uniform), otherwise
         from TensorFlow's stateful generator (acting).
         """
-        logits = tf.reshape(tf.cast(logits, tf.float32), [-1, self.stoch, self.classes])
+        raw = tf.cast(raw, tf.float32)
+        if self.latent == 'gaussian':
+            mean, std = tf.split(raw, 2, -1)
+            std = tf.nn.softplus(std) + self.min_std
+            return dict(stoch=dists.keyed_sample(dists.gaussian_latent(mean, std), key),
+                        mean=mean, std=std)
+        logits = tf.reshape(raw, [-1, self.stoch, self.classes])
         dist = dists.OneHotDist(logits, self.unimix)
-        return dists.keyed_sample(dist, key), dist.logits
+        return dict(stoch=dists.keyed_sample(dist, key), logit=dist.logits)
 
     # -- one step -----------------------------------------------------------------------------
 
@@ -68,12 +102,14 @@ class RSSM(keras.layers.Layer):
         action = tf.cast(prev_action, tf.float32)
         action = action / sg(tf.maximum(1.0, tf.abs(action)))
         dtype = self.compute_dtype
-        stoch = tf.reshape(prev_state['stoch'], [-1, self.stoch * self.classes])
-        deter = self.core(tf.cast(prev_state['deter'], dtype),
-                          [tf.cast(prev_state['deter'], dtype), tf.cast(stoch, dtype),
-                           tf.cast(action, dtype)])
-        stoch, logit = self._latent(self.prior_out(self.prior_mlp(deter)), key)
-        return dict(deter=tf.cast(deter, tf.float32), stoch=stoch, logit=logit)
+        stoch = tf.cast(tf.reshape(prev_state['stoch'], [-1, self.stoch_dim]), dtype)
+        deter, action = tf.cast(prev_state['deter'], dtype), tf.cast(action, dtype)
+        if self.core_kind == 'block_gru':
+            deter = self.core(deter, [deter, stoch, action])
+        else:
+            deter = self.core(deter, self.img_in(tf.concat([stoch, action], -1)))
+        latent = self._latent(self.prior_out(self.prior_mlp(deter)), key)
+        return dict(deter=tf.cast(deter, tf.float32), **latent)
 
     def obs_step(self, prev_state, prev_action, embed, is_first, key=None):
         """Posterior step. `is_first` [B] resets the carry and the previous action to zero.
@@ -88,8 +124,7 @@ class RSSM(keras.layers.Layer):
         prior = self.img_step(prev_state, prev_action, prior_key)
         x = tf.concat([tf.cast(prior['deter'], self.compute_dtype),
                        tf.cast(embed, self.compute_dtype)], -1)
-        stoch, logit = self._latent(self.post_out(self.post_mlp(x)), post_key)
-        post = dict(deter=prior['deter'], stoch=stoch, logit=logit)
+        post = dict(deter=prior['deter'], **self._latent(self.post_out(self.post_mlp(x)), post_key))
         return post, prior
 
     # -- sequences ----------------------------------------------------------------------------
@@ -140,14 +175,37 @@ class RSSM(keras.layers.Layer):
 
     # -- losses -------------------------------------------------------------------------------
 
-    def kl_loss(self, post, prior, free):
-        """DreamerV3 dynamics and representation losses, [B, T] each.
+    def kl(self, p, q):
+        """KL(p || q) between the latents of two states, summed over the latent dims: [B, T]."""
+        return tfp.distributions.kl_divergence(self.get_dist(p), self.get_dist(q))
 
-        dyn = max(free, KL(sg(post) || prior)) trains the prior towards the posterior;
-        rep = max(free, KL(post || sg(prior))) regularises the posterior. Both KLs are summed over
-        the `stoch` latents before the free-nats clip.
+    def kl_loss(self, post, prior, loss):
+        """The KL terms of the world-model loss as `loss.kl_form` names them (see the functions below).
+
+        Returns a dict of loss name -> [B, T] tensor (per step clip) or scalar (clip of the mean).
         """
-        return kl_dyn_rep(post['logit'], prior['logit'], free)
+        form = loss.get('kl_form', 'dyn_rep')   # configs saved before V1/V2 existed lack the key
+        if form == 'dyn_rep' and self.latent == 'categorical':
+            return dict(zip(('dyn', 'rep'), kl_dyn_rep(post['logit'], prior['logit'], loss.free_nats)))
+        if form == 'dyn_rep':
+            dyn, rep = self.kl(_sg(post), prior), self.kl(post, _sg(prior))
+            return {'dyn': tf.maximum(dyn, loss.free_nats), 'rep': tf.maximum(rep, loss.free_nats)}
+        if form == 'balance':
+            lhs = self.kl(_sg(post), prior)
+            rhs = self.kl(post, _sg(prior))
+            return {'kl': kl_balance(lhs, rhs, loss.kl_balance, loss.free_nats, loss.free_avg)}
+        if form == 'v1':
+            return {'kl': kl_loss_v1(self.kl(post, prior), loss.free_nats)}
+        raise ValueError(f"loss.kl_form '{form}' is not one of ['balance', 'dyn_rep', 'v1']")
+
+
+KL_FORMS = ('dyn_rep', 'balance', 'v1')
+LATENTS = ('categorical', 'gaussian')
+CORES = ('block_gru', 'norm_gru', 'gru')
+
+
+def _sg(state):
+    return {k: sg(v) for k, v in state.items()}
 
 
 def kl_categorical(logit_p, logit_q):
@@ -157,9 +215,43 @@ def kl_categorical(logit_p, logit_q):
 
 
 def kl_dyn_rep(post_logit, prior_logit, free):
+    """DreamerV3 dynamics and representation losses, [B, T] each.
+
+    dyn = max(free, KL(sg(post) || prior)) trains the prior towards the posterior;
+    rep = max(free, KL(post || sg(prior))) regularises the posterior. Both KLs are summed over
+    the `stoch` latents before the free-nats clip.
+    """
     dyn = kl_categorical(sg(post_logit), prior_logit)
     rep = kl_categorical(post_logit, sg(prior_logit))
     return tf.maximum(dyn, free), tf.maximum(rep, free)
+
+
+def free_nats(kl, free, average):
+    """max(kl, free): of every step ([B, T]) or, when `average`, of the batch mean (a scalar).
+
+    DreamerV1 and DreamerV2 clip the mean KL of the batch (`free_avg`), so the whole KL term stops
+    training once the average is below `free`; DreamerV3 clips each step.
+    """
+    return tf.maximum(tf.reduce_mean(kl), free) if average else tf.maximum(kl, free)
+
+
+def kl_loss_v1(kl, free):
+    """DreamerV1: max(mean KL(post || prior), free), one term that trains prior and posterior alike.
+
+    kl: [B, T] Gaussian KL summed over the latent dims -> scalar.
+    """
+    return free_nats(kl, free, average=True)
+
+
+def kl_balance(lhs, rhs, balance, free, average):
+    """DreamerV2's KL balancing: balance * KL(sg(post) || prior) + (1 - balance) * KL(post || sg(prior)).
+
+    lhs = KL(sg(post) || prior) trains only the prior, rhs = KL(post || sg(prior)) only the posterior;
+    both have the value of KL(post || prior), so the loss is that KL while its gradient reaching the
+    prior is scaled by `balance` (0.8) and the one reaching the posterior by 1 - balance. The free nats
+    clip each side separately, as the release does. [B, T] inputs -> [B, T] or scalar (average).
+    """
+    return balance * free_nats(lhs, free, average) + (1.0 - balance) * free_nats(rhs, free, average)
 
 
 def _swap_time(x):

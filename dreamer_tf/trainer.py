@@ -89,7 +89,8 @@ def make_train_step(agent, config, strategy=None):
     """
     if not is_distributed(strategy):
         return tf.function(agent.train_step, jit_compile=config.jit)
-    agent.ac.retnorm.gather = lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0)
+    if agent.ac.retnorm is not None:
+        agent.ac.retnorm.gather = lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0)
     # The all-gather is a collective, which XLA clusters on the CPU do not compile: the
     # replica function runs as a plain graph.
     compute = tf.function(agent.compute_gradients)
@@ -341,11 +342,21 @@ class Trainer:
     # -- learning -----------------------------------------------------------------------------
 
     def updates_due(self):
-        """Updates owed by the train_ratio schedule: (policy steps after prefill) * ratio / (B*T)."""
+        """Updates owed by the train_ratio schedule: (policy steps after prefill) * ratio / (B*T).
+
+        With `run.train_every` = N > 0 (DreamerV1, V2) the updates come in bursts: at the start of
+        each period of N policy steps the whole period's N * ratio / (B*T) updates are owed at once
+        (V1: 100 updates every 500 policy steps, the first burst right after prefill).
+        `run.pretrain` updates are owed on top, from the end of prefill on.
+        """
         cfg = self.config
         prefill_policy = cfg.run.prefill // cfg.env.action_repeat
         steps = max(0, int(self.counters.policy_steps.numpy()) - prefill_policy)
+        every = cfg.run.get('train_every', 0)
+        if every:
+            steps = (steps // every + 1) * every
         owed = int(steps * cfg.run.train_ratio / (cfg.batch_size * cfg.batch_length))
+        owed += cfg.run.get('pretrain', 0)   # V2: extra updates on the prefill data before acting
         return owed - int(self.counters.updates.numpy())
 
     def sample_batch(self):

@@ -7,6 +7,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
+from dreamer_tf.config import Config
 from dreamer_tf import behavior, ops, rssm
 
 
@@ -287,7 +288,8 @@ def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
     fake.retnorm = ops.ReturnNormalizer(rate=0.01, limit=1.0)
     fake.horizon, fake.lam, fake.imag_length = horizon, lam, imag_feat.shape[1] - 1
     fake.discount = 1.0 - 1.0 / horizon
-    fake.config = types.SimpleNamespace(behavior=types.SimpleNamespace(actent=3e-4, slowreg=1.0))
+    fake.config = Config({'behavior': {'actent': 3e-4, 'slowreg': 1.0}})
+    fake.rho, fake.return_critic, fake.weight_form, fake.replay_scale = 1.0, 'online', 'inclusive', 0.3
     fake.replay_loss = functools.partial(behavior.ActorCritic.replay_loss, fake)
 
     def imagine(policy, start, length, key=None):
@@ -298,7 +300,7 @@ def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
     wm = types.SimpleNamespace(
         rssm=types.SimpleNamespace(imagine=imagine, get_feat=lambda state: state['f']),
         reward=lambda feat: SquareDist(feat[..., 0]),
-        cont=lambda feat: SquareDist(feat[..., 1]))
+        imagined_discount=lambda feat: feat[..., 1])
     return fake, wm
 
 

@@ -11,6 +11,10 @@ one after another. The seeds are those of the authors' released score files
 | dmc_proprio | 18 tasks | 5 | dmc_proprio-dreamerv3.json.gz |
 | dmc_vision | 20 tasks | 10 | dmc_vision-dreamerv3.json.gz: 10 seeds for 18 of the 20 tasks |
 | crafter | reward | 10 | the DreamerV3 paper's Crafter runs; no score file here |
+
+DreamerV1 (DMC vision, 20 tasks) and DreamerV2 (Atari, DMC) have no score files here; their papers
+report 3 (V1) and 5 (V2) seeds. The 2023 DreamerV3 preset runs the V3 lists. Benchmarks a paper did
+not run keep the V3 task list with 3 seeds (this project's choice, for comparisons).
 """
 
 from __future__ import annotations
@@ -29,6 +33,15 @@ BENCHMARKS = {
         'crafter': (CRAFTER_TASKS, tuple(range(10))),
     },
 }
+
+
+_V3 = BENCHMARKS['dreamerv3']
+BENCHMARKS['dreamerv3_2023'] = dict(_V3)
+BENCHMARKS['dreamerv1'] = {name: (tasks, tuple(range(3))) for name, (tasks, _) in _V3.items()}
+BENCHMARKS['dreamerv2'] = {**BENCHMARKS['dreamerv1'],
+                           'atari': (ATARI57_GAMES, tuple(range(5))),
+                           'dmc_vision': (DMC_VISION_TASKS, tuple(range(5))),
+                           'dmc_proprio': (DMC_PROPRIO_TASKS, tuple(range(5)))}
 
 
 def benchmark_runs(version: str, benchmark: str) -> tuple[tuple[str, ...], tuple[int, ...]]:

@@ -90,7 +90,8 @@ class ActorCritic(keras.layers.Layer):
             raise ValueError(f'behavior.actor_grad_* must lie in [0, 1], got {self.rho}')
         self.return_critic = b.get('return_critic', 'online')
         if self.return_critic not in ('online', 'slow'):
-            raise ValueError(f"behavior.return_critic '{self.return_critic}' is not one of ['online', 'slow']")
+            raise ValueError(f"behavior.return_critic '{self.return_critic}' is not one of "
+                             "['online', 'slow']")
         self.weight_form = b.get('weight', 'inclusive')
         self.replay_scale = config.loss.get('replay_critic', 0.0)
 

@@ -7,8 +7,8 @@ import types
 import numpy as np
 import tensorflow as tf
 
-from dreamer_tf.config import Config
 from dreamer_tf import behavior, ops, rssm
+from dreamer_tf.config import Config
 
 
 def f32(x):

@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dreamer_tf import config as configlib
+from dreamer_tf.config import Config
 from dreamer_tf.rssm import RSSM
 
 CONFIG = configlib.load('dreamerv3', ['debug'])
@@ -189,7 +190,8 @@ def test_kl_loss_matches_numpy_and_respects_free_nats(free):
     post = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
     prior = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
     prior[0, 0] = post[0, 0]                                       # identical: KL = 0
-    dyn, rep = rssm.kl_loss({'logit': f32(post)}, {'logit': f32(prior)}, free)
+    losses = rssm.kl_loss({'logit': f32(post)}, {'logit': f32(prior)}, Config({'free_nats': free}))
+    dyn, rep = losses['dyn'], losses['rep']
     assert dyn.shape == rep.shape == (3, 5)
     # dyn and rep have the same value (they differ only in where gradients flow).
     expected = np.maximum(naive_kl(post, prior), free)

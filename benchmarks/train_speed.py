@@ -1,8 +1,9 @@
-"""Speed of the compiled DreamerV3 train step on real environment data, against the authors' figures.
+"""Speed of the compiled train step (any version) on real environment data, against the authors' figures.
 
     python benchmarks/train_speed.py                       # the issue's cases, float32 and bfloat16
     python benchmarks/train_speed.py --cases=dmc_proprio:size1m --precisions=float32 --jit=both
     python benchmarks/train_speed.py --out=speed.json      # also write every figure as JSON
+    python benchmarks/train_speed.py --version=dreamerv1 --cases=dmc_proprio --precisions=float32
 
 For each case (benchmark overlay : size preset) and precision, a fresh child process fills a replay
 with random-action episodes of the benchmark's task, builds the agent, compiles the train step
@@ -167,8 +168,8 @@ def run_case(case):
     overrides = [f'env.task={TASKS[case["benchmark"]]}', f'precision={case["precision"]}']
     if case['jit'] is not None:
         overrides.append(f'jit={case["jit"]}')
-    config = configlib.load(case['version'], [case['benchmark'], case['size']],
-                            overrides + list(case['set']))
+    overlays = [case['benchmark']] + ([case['size']] if case['size'] else [])
+    config = configlib.load(case['version'], overlays, overrides + list(case['set']))
     set_precision(config.precision)
     env = envlib.make_env(config.env, config.seed)
     rng = np.random.default_rng(config.seed)
@@ -219,8 +220,9 @@ def report(results, peaks):
     for r in results:
         gflop = r.get('flops', 0) / 1e9
         util = 100 * r.get('flops', 0) / r['median_s'] / peaks[r['precision']]
-        authors = AUTHORS.get((r['benchmark'], r['size']))
-        row = (f'{r["benchmark"]}:{r["size"]}', r['precision'], 'yes' if r['jit'] else 'no',
+        authors = AUTHORS.get((r['benchmark'], r['size'])) if r['version'] == 'dreamerv3' else None
+        name = f'{r["version"]} {r["benchmark"]}:{r["size"] or "-"}'
+        row = (name, r['precision'], 'yes' if r['jit'] else 'no',
                f'{r["params"]:,}', f'{r["compile_s"]:.0f}', f'{r["median_s"]:.2f}',
                f'{r["peak_gib"]:.2f}', f'{gflop:.0f}' if gflop else '-',
                f'{util:.0f}' if gflop else '-', f'{authors}' if authors else '-',
@@ -243,7 +245,9 @@ def main(argv):
             raise app.UsageError(f"case '{spec}': benchmark '{benchmark}' is not one of {sorted(TASKS)}")
         for precision in FLAGS.precisions:
             for jit in jits:
-                case = dict(benchmark=benchmark, size=size or 'size1m', precision=precision, jit=jit,
+                # DreamerV3 cases default to size1m; V1, V2 and the 2023 preset have their own sizes.
+                size = size or ('size1m' if FLAGS.version == 'dreamerv3' else '')
+                case = dict(benchmark=benchmark, size=size, precision=precision, jit=jit,
                             version=FLAGS.version, set=FLAGS.set, warmup=FLAGS.warmup,
                             updates=FLAGS.updates, fill=FLAGS.fill, flops=FLAGS.flops)
                 result = child_result(case)

@@ -193,16 +193,24 @@ def test_sweep_plan():
 
 
 # Every agent version end to end: DMC proprio for V1, V2 and the 2023 preset (run, then resume), and the
-# image benchmarks that the V1 and V2 papers ran. (script, version) -> arguments.
+# image benchmarks that each version's paper ran (DreamerV3 itself: the smoke tests above).
+# (script, version) -> arguments.
 PROPRIO = ['--task=cartpole_balance', '--set', 'env.time_limit=200']
+VISION = ['--task=cartpole_balance', '--steps=260', '--set', 'env.time_limit=50']
 VERSION_SMOKE = {
     ('dmc_proprio', 'dreamerv1'): PROPRIO,
     ('dmc_proprio', 'dreamerv2'): PROPRIO,
     ('dmc_proprio', 'dreamerv3_2023'): PROPRIO,
-    ('dmc_vision', 'dreamerv1'): ['--task=cartpole_balance', '--steps=260', '--set', 'env.time_limit=50'],
-    ('dmc_vision', 'dreamerv2'): ['--task=cartpole_balance', '--steps=260', '--set', 'env.time_limit=50'],
+    ('dmc_vision', 'dreamerv1'): VISION,
+    ('dmc_vision', 'dreamerv2'): VISION,
     ('atari200m', 'dreamerv2'): ['--task=pong', '--steps=480', '--set', 'env.time_limit=30'],
     ('crafter', 'dreamerv2'): ['--task=reward', '--steps=260', '--set', 'env.time_limit=50'],
+    # The 2023 DreamerV3 paper ran every benchmark.
+    ('atari100k', 'dreamerv3_2023'): ['--task=pong', '--steps=480', '--set', 'env.time_limit=30'],
+    ('atari200m', 'dreamerv3_2023'): ['--task=pong', '--steps=480', '--set', 'env.time_limit=30',
+                                      '--set', 'env.num_envs=2'],
+    ('dmc_vision', 'dreamerv3_2023'): VISION,
+    ('crafter', 'dreamerv3_2023'): ['--task=reward', '--steps=260', '--set', 'env.time_limit=50'],
 }
 
 
@@ -218,8 +226,8 @@ def test_every_version_runs_end_to_end(script, version, tmp_path):
     assert f'version: {version}' in saved
     if not proprio:
         # Episode lengths count env steps: Atari repeats actions 4 times, V1/V2 on DMC twice.
-        repeat = {'atari200m': 4, 'dmc_vision': 2, 'crafter': 1}[script]
-        steps = 480 if script == 'atari200m' else 260
+        repeat = {'atari100k': 4, 'atari200m': 4, 'dmc_vision': 2, 'crafter': 1}[script]
+        steps = 480 if repeat == 4 else 260
         check_smoke_run(tmp_path, steps, frames_per_step=repeat, episode_steps=30 if repeat == 4 else 50)
         return
     metrics = read_jsonl(tmp_path / 'metrics.jsonl')

@@ -257,6 +257,7 @@ class Trainer:
         next_eval = self._next(cfg.eval_every)
         next_save = self._next(cfg.save_every)
         next_report = self._next(cfg.report_every)
+        logged_at = None
         while self.env_steps < cfg.steps:
             action, state = self._act(obs, state)
             steps = envlib.step_all(self.envs, action)   # env processes step concurrently
@@ -266,6 +267,7 @@ class Trainer:
             if step >= next_log:
                 next_log = self._next(cfg.log_every)
                 self._log(progress, fps)
+                logged_at = step
             if cfg.eval_every and step >= next_eval:
                 next_eval = self._next(cfg.eval_every)
                 self.evaluate(cfg.eval_episodes)
@@ -275,7 +277,8 @@ class Trainer:
             if step >= next_save:
                 next_save = self._next(cfg.save_every)
                 self.save()
-        if self.pending:
+        # The last step always gets a row (with burst schedules nothing may be pending then).
+        if self.pending or logged_at != self.env_steps:
             self._log(progress, fps)
         self.save()
         progress.close()

@@ -96,8 +96,10 @@ class ActorCritic(keras.layers.Layer):
         self.replay_scale = config.loss.get('replay_critic', 0.0)
 
     def policy_sample(self, feat, key=None):
-        """An action for feat; with rho < 1 it stays differentiable w.r.t. feat and the actor."""
-        return dists.keyed_sample(self.actor(feat if self.rho < 1.0 else sg(feat)), key)
+        """An action for feat. The actor reads sg(feat) in every version; with dynamics backprop the
+        sample stays differentiable w.r.t. the actor's weights (reparameterised), so the returns'
+        gradient reaches the actor through the actions it took, not through the states it read."""
+        return dists.keyed_sample(self.actor(sg(feat)), key)
 
     def loss(self, wm, post, data, key=None):
         """Imagination losses from every posterior step plus the replay value loss.

@@ -201,6 +201,6 @@ class Agent(tf.Module):
         parts = {'encoder': self.wm.encoder, 'rssm': self.wm.rssm, 'decoder': self.wm.decoder,
                  'reward': self.wm.reward, 'cont': self.wm.cont, 'actor': self.ac.actor,
                  'critic': self.ac.critic}
-        counts = {k: nets.count_params(v) for k, v in parts.items()}
+        counts = {k: nets.count_params(v) for k, v in parts.items() if v is not None}   # V1: no cont
         counts['total'] = sum(counts.values())
         return counts

@@ -629,3 +629,14 @@ def test_dreamerv3_2023_follows_spec():
     assert norms and set(norms.values()) == {'layer'}, norms
     assert c.env.action_repeat == 1
     assert configlib.load('dreamerv3_2023', ['dmc_proprio']).env.action_repeat == 2
+
+
+@pytest.mark.parametrize('version', ['dreamerv1', 'dreamerv2', 'dreamerv3_2023'])
+def test_summary_counts_every_trainable_weight_of_each_version(version):
+    # V1 and V2-on-DMC have no continue head; the summary must skip it and still add up.
+    config = configlib.load(version, ['dmc_proprio', 'debug'])
+    agent = Agent(config, OBS_SPACE, ACT_SPACE)
+    counts = agent.summary()
+    assert ('cont' in counts) == (version == 'dreamerv3_2023')
+    expected = sum(int(np.prod(v.shape)) for v in agent.train_vars)
+    assert counts['total'] == expected

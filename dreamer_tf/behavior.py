@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from dreamer_tf import dists, nets, ops
 from dreamer_tf.rssm import flatten_time
+from dreamer_tf.world_model import discount_factor
 
 sg = tf.stop_gradient
 
@@ -83,7 +84,7 @@ class ActorCritic(keras.layers.Layer):
         self.retnorm = ops.ReturnNormalizer(**config.retnorm) if 'retnorm' in config else None
         b = config.behavior
         self.lam, self.imag_length = b.return_lambda, b.imag_length
-        self.discount = 1.0 - 1.0 / b.horizon if 'horizon' in b else b.discount
+        self.discount = discount_factor(b)
         # rho: 1 is REINFORCE, 0 backpropagates the returns through the learned dynamics.
         self.rho = float(b.get('actor_grad_disc', 1.0) if self.discrete else b.get('actor_grad_cont', 1.0))
         if not 0.0 <= self.rho <= 1.0:

@@ -209,48 +209,6 @@ class KerasGRU(keras.layers.Layer):
         return out
 
 
-class StridedEncoder(keras.layers.Layer):
-    """DreamerV1/V2 encoder: 4 'valid' convs of kernel 4 and stride 2 (64 -> 31 -> 14 -> 6 -> 2) on
-    images in [-0.5, 0.5], channels depth * mults; an MLP for `vector`. Returns the concatenation."""
-
-    def __init__(self, obs_space, depth, mults, kernel, layers, units, norm, act, **kw):
-        super().__init__(**kw)
-        self.keys = [k for k in ('vector', 'image') if k in obs_space]
-        self.act = activation(act)
-        self.out_dim = 0
-        if 'vector' in obs_space:
-            self.mlp = MLP(obs_space['vector'].shape[0], layers, units, norm, act, name='mlp')
-            self.out_dim += self.mlp.out_dim
-        if 'image' in obs_space:
-            h, w, c = obs_space['image'].shape
-            self.convs, self.conv_norms = [], []
-            for i, mult in enumerate(mults):
-                conv = keras.layers.Conv2D(depth * mult, kernel, 2, 'valid',
-                                           kernel_initializer=initializer(), name=f'conv{i}')
-                conv.build((None, h, w, c))
-                h, w, c = (h - kernel) // 2 + 1, (w - kernel) // 2 + 1, depth * mult
-                if h < 1 or w < 1:
-                    raise ValueError(f"image {obs_space['image'].shape} is too small for "
-                                     f'{len(mults)} stride-2 convs of kernel {kernel}')
-                self.convs.append(conv)
-                self.conv_norms.append(Norm(c, norm, name=f'conv{i}norm'))
-            self.out_dim += h * w * c
-
-    def call(self, obs):
-        tokens = []
-        if 'vector' in self.keys:
-            tokens.append(self.mlp(tf.cast(obs['vector'], self.compute_dtype)))
-        if 'image' in self.keys:
-            x = tf.cast(obs['image'], self.compute_dtype) / 255.0 - 0.5
-            lead = tf.shape(x)[:-3]
-            x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
-            for conv, norm in zip(self.convs, self.conv_norms):
-                x = self.act(norm(conv(x)))
-            x = tf.reshape(x, tf.concat([lead, [math.prod(x.shape[-3:])]], 0))
-            tokens.append(x)
-        return tf.concat(tokens, -1)
-
-
 class TransposedDecoder(keras.layers.Layer):
     """DreamerV1/V2 decoder. image: dense to a 1x1 map of 32 * depth channels, then transposed convs
     of stride 2 and kernels (5, 5, 6, 6) (1 -> 5 -> 13 -> 30 -> 64), channels depth * (4, 2, 1) and
@@ -344,10 +302,13 @@ class Encoder(keras.layers.Layer):
             h, w, c = obs_space['image'].shape
             self.convs, self.conv_norms = [], []
             for i, mult in enumerate(mults):
-                conv = keras.layers.Conv2D(depth * mult, kernel, padding='same',
+                conv = keras.layers.Conv2D(depth * mult, kernel, self.stride, self.padding,
                                            kernel_initializer=initializer(), name=f'conv{i}')
                 conv.build((None, h, w, c))
-                h, w, c = h // 2, w // 2, depth * mult
+                h, w, c = self._stage_size(h, kernel), self._stage_size(w, kernel), depth * mult
+                if h < 1 or w < 1:
+                    raise ValueError(f"image {obs_space['image'].shape} is too small for "
+                                     f'{len(mults)} stages of kernel {kernel}')
                 self.convs.append(conv)
                 self.conv_norms.append(Norm(c, norm, name=f'conv{i}norm'))
             self.out_dim += h * w * c
@@ -362,11 +323,35 @@ class Encoder(keras.layers.Layer):
             lead = tf.shape(x)[:-3]
             x = tf.reshape(x, tf.concat([[-1], tf.shape(x)[-3:]], 0))
             for conv, norm in zip(self.convs, self.conv_norms):
-                x = tf.nn.max_pool2d(conv(x), 2, 2, 'VALID')
-                x = self.act(norm(x))
+                x = self.act(norm(self._stage(conv, x)))
             x = tf.reshape(x, tf.concat([lead, [math.prod(x.shape[-3:])]], 0))
             tokens.append(x)
         return tf.concat(tokens, -1)
+
+    # One image stage: a 'same' conv of stride 1, then a 2x2 max-pool that halves the map.
+    stride, padding = 1, 'same'
+
+    def _stage_size(self, size, kernel):
+        return size // 2
+
+    def _stage(self, conv, x):
+        return tf.nn.max_pool2d(conv(x), 2, 2, 'VALID')
+
+
+class StridedEncoder(Encoder):
+    """DreamerV1/V2 encoder: 4 'valid' convs of kernel 4 and stride 2 (64 -> 31 -> 14 -> 6 -> 2) on
+    images in [-0.5, 0.5], channels depth * mults, no pooling; an MLP (no symlog) for `vector`."""
+
+    stride, padding = 2, 'valid'
+
+    def __init__(self, obs_space, depth, mults, kernel, layers, units, norm, act, **kw):
+        super().__init__(obs_space, depth, mults, kernel, layers, units, norm, act, symlog=False, **kw)
+
+    def _stage_size(self, size, kernel):
+        return (size - kernel) // 2 + 1
+
+    def _stage(self, conv, x):
+        return conv(x)
 
 
 def upsample_taps(kernel):

@@ -15,6 +15,11 @@ Momentum is applied to the already-normalised update, which is what distinguishe
 import tensorflow as tf
 
 
+def zero_slots(params, name):
+    """One float32 zero variable per parameter, shaped like it: an optimiser's moment estimates."""
+    return [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name=name) for v in params]
+
+
 def agc_clip(grad, param, clip, pmin):
     """Scale `grad` so its norm is at most clip * max(pmin, ||param||)."""
     gnorm = tf.norm(tf.reshape(grad, [-1]))
@@ -37,10 +42,7 @@ class LaProp(tf.Module):
         self.warmup = int(warmup)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         with tf.name_scope(name):
-            self.mu = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='mu')
-                       for v in self.params]
-            self.nu = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='nu')
-                       for v in self.params]
+            self.mu, self.nu = zero_slots(self.params, 'mu'), zero_slots(self.params, 'nu')
 
     def learning_rate(self, step):
         """Learning rate of the update made when `step` updates have already been applied."""
@@ -117,10 +119,7 @@ class Adam(tf.Module):
         self.beta1, self.beta2 = float(beta1), float(beta2)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         with tf.name_scope(name):
-            self.m = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='m')
-                      for v in self.params]
-            self.v = [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name='v')
-                      for v in self.params]
+            self.m, self.v = zero_slots(self.params, 'm'), zero_slots(self.params, 'v')
 
     def apply(self, grads):
         if len(grads) != len(self.params):

@@ -196,7 +196,7 @@ class RSSM(keras.layers.Layer):
             return {'kl': kl_balance(lhs, rhs, loss.kl_balance, loss.free_nats, loss.free_avg)}
         if form == 'v1':
             return {'kl': kl_loss_v1(self.kl(post, prior), loss.free_nats)}
-        raise ValueError(f"loss.kl_form '{form}' is not one of ['balance', 'dyn_rep', 'v1']")
+        raise ValueError(f"loss.kl_form '{form}' is not one of {sorted(KL_FORMS)}")
 
 
 KL_FORMS = ('dyn_rep', 'balance', 'v1')

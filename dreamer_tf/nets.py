@@ -408,12 +408,20 @@ class UpsampleConv(keras.layers.Layer):
 class Decoder(keras.layers.Layer):
     """Reconstructs each observation key from feat; returns a dict of MSE distributions.
 
-    vector: symlog-space MSE summed over dims. image: 4x4 map -> (nearest upsample x2, conv) per
-    stage -> sigmoid in [0, 1], MSE summed over pixels against image / 255.
+    vector: symlog-space MSE summed over dims. image: projection to a minres x minres x C map ->
+    (nearest upsample x2, conv) per stage -> sigmoid in [0, 1], MSE summed over pixels against
+    image / 255. The projection (`bspace`):
+
+        0: one dense layer on feat = concat(deter, stoch) (the 2023 release).
+        G: block-linear on deter's G groups, group g filling channels [g*C/G, (g+1)*C/G) of every
+           pixel, plus Linear(2*units) -> norm -> act -> Linear on the flat stoch (Nature release).
+
+    Either way the sum then goes through norm and act. `deter` (the width of feat's deter part) is
+    needed only when bspace > 0.
     """
 
     def __init__(self, obs_space, feat_dim, depth, mults, kernel, layers, units, norm, act,
-                 minres, outscale, **kw):
+                 minres, outscale, bspace=0, deter=0, **kw):
         super().__init__(**kw)
         self.keys = [k for k in ('vector', 'image') if k in obs_space]
         self.act = activation(act)
@@ -423,9 +431,25 @@ class Decoder(keras.layers.Layer):
                                   name='vec_out')
         if 'image' in obs_space:
             self._build_image(obs_space['image'].shape, feat_dim, depth, mults, kernel, norm,
-                              minres, outscale)
+                              minres, outscale, dict(units=units, bspace=bspace, deter=deter))
 
-    def _build_image(self, shape, feat_dim, depth, mults, kernel, norm, minres, outscale):
+    def _build_projection(self, feat_dim, chans, norm, units, bspace, deter):
+        """The layers from feat to the first [minres, minres, C] map, its norm included."""
+        size = self.minres * self.minres * chans
+        self.bspace, self.deter = bspace, deter
+        if not bspace:
+            self.proj = Linear(feat_dim, size, name='img_in')
+        else:
+            if chans % bspace or not 0 < deter < feat_dim:
+                raise ValueError(f'decoder.bspace {bspace} needs C = {chans} divisible by it and '
+                                 f'0 < deter = {deter} < feat width {feat_dim}')
+            self.proj_deter = BlockLinear(deter, size, bspace, name='img_in_deter')
+            self.proj_stoch = Linear(feat_dim - deter, 2 * units, name='img_in_stoch')
+            self.proj_stoch_norm = Norm(2 * units, norm, name='img_in_stoch_norm')
+            self.proj_stoch_out = Linear(2 * units, size, name='img_in_stoch_out')
+        self.proj_norm = Norm(chans, norm, name='img_in_norm')
+
+    def _build_image(self, shape, feat_dim, depth, mults, kernel, norm, minres, outscale, proj):
         h, w, c = shape
         stages = int(round(math.log2(h / minres)))
         if minres * 2 ** stages != h or h != w:
@@ -434,8 +458,8 @@ class Decoder(keras.layers.Layer):
         if depths is None:
             raise ValueError(f'image {shape} needs {stages} stages, config has {len(mults)}')
         self.minres, self.img_shape = minres, (h, w, c)
-        self.proj = Linear(feat_dim, minres * minres * depths[-1], name='img_in')
-        self.proj_norm = Norm(depths[-1], norm, name='img_in_norm')
+        # Built before the convs: with bspace 0 the weights are created in the same order as before.
+        self._build_projection(feat_dim, depths[-1], norm, **proj)
         self.deconvs, self.deconv_norms = [], []
         res, ch = minres, depths[-1]
         outs = list(reversed(depths[:-1])) + [c]
@@ -459,9 +483,7 @@ class Decoder(keras.layers.Layer):
 
     def _image(self, feat):
         lead = tf.shape(feat)[:-1]
-        x = tf.reshape(feat, [-1, feat.shape[-1]])
-        x = self.proj(x)
-        x = tf.reshape(x, [-1, self.minres, self.minres, x.shape[-1] // self.minres ** 2])
+        x = self.project(tf.reshape(feat, [-1, feat.shape[-1]]))
         x = self.act(self.proj_norm(x))
         for conv, norm in zip(self.deconvs, self.deconv_norms):
             x = conv(x)                                          # nearest upsample x2 + conv
@@ -469,6 +491,21 @@ class Decoder(keras.layers.Layer):
                 x = self.act(norm(x))
         x = tf.sigmoid(tf.cast(x, tf.float32))
         return tf.reshape(x, tf.concat([lead, self.img_shape], 0))
+
+    def project(self, feat):
+        """[N, feat] -> the first [N, minres, minres, C] map, before its norm and act."""
+        res = self.minres
+        if not self.bspace:
+            x = self.proj(feat)
+            return tf.reshape(x, [-1, res, res, x.shape[-1] // res ** 2])
+        deter, stoch = feat[:, :self.deter], feat[:, self.deter:]
+        group = self.proj_deter(deter)                               # [N, G * res * res * C/G]
+        part = group.shape[-1] // (self.bspace * res ** 2)           # C/G
+        # Group g's [res, res, C/G] block becomes channels [g*C/G, (g+1)*C/G) of each pixel.
+        group = tf.transpose(tf.reshape(group, [-1, self.bspace, res, res, part]), [0, 2, 3, 1, 4])
+        group = tf.reshape(group, [-1, res, res, self.bspace * part])
+        x = self.proj_stoch_out(self.act(self.proj_stoch_norm(self.proj_stoch(stoch))))
+        return group + tf.reshape(x, [-1, res, res, x.shape[-1] // res ** 2])
 
 
 class Head(keras.layers.Layer):

@@ -23,6 +23,8 @@ class WorldModel(keras.layers.Layer):
         self.encoder = _pick(ENCODERS, 'encoder', encoder)(obs_space, **encoder, name='encoder')
         self.rssm = RSSM(act_dim, self.encoder.out_dim, **config.rssm, name='rssm')
         feat = self.rssm.feat_dim
+        if decoder.get('bspace'):
+            decoder['deter'] = self.rssm.deter      # the block projection splits feat into deter | stoch
         self.decoder = _pick(DECODERS, 'decoder', decoder)(obs_space, feat, **decoder, name='decoder')
         reward = dict(config.reward_head)
         self.reward = nets.Head(reward.pop('dist', 'twohot'), feat, **reward, name='reward')

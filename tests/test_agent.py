@@ -410,3 +410,93 @@ def test_float32_and_bfloat16_have_no_loss_scale():
     for precision in ('float32', 'bfloat16'):
         config = configlib.load('dreamerv3', ['debug'], [f'precision={precision}'])
         assert Agent(config, obs_space, act_space).loss_scale is None
+
+
+# ---------------------------------------------------------------------------------------------
+# Structure equal to the authors' release (dreamerv3 e3f0224)
+# ---------------------------------------------------------------------------------------------
+
+def linear(fan_in, units):
+    return fan_in * units + units
+
+
+def mlp(fan_in, layers, units):
+    """`layers` x (Linear + RMSNorm scale)."""
+    return sum(linear(fan_in if i == 0 else units, units) + units for i in range(layers))
+
+
+def conv_stages(channels):
+    """5x5 convs between consecutive channel counts, each followed by an RMSNorm scale."""
+    return sum(25 * a * b + b + b for a, b in zip(channels[:-1], channels[1:]))
+
+
+def release_counts(size, obs, actions, discrete):
+    """Trainable parameters per module of the Nature release, from its layer list (SPEC.md).
+
+    size: (deter, hidden, classes, units, depth); obs: ('image', resolution, channels) or
+    ('vector', dims). The RSSM has 32 latents and 8 blocks, img_layers 2, obs_layers 1, dyn_layers 1.
+    """
+    deter, hidden, classes, units, depth = size
+    stoch, chans = 32 * classes, [depth * m for m in (2, 3, 4, 4)]
+    feat = deter + stoch
+    if obs[0] == 'image':
+        _, res, ch = obs
+        cells = (res // 16) ** 2 * chans[-1]                   # minres x minres x C
+        encoder, embed = conv_stages([ch] + chans), cells
+        decoder = deter * cells // 8 + cells                  # 8 blocks [deter/8, cells/8] + bias
+        decoder += linear(stoch, 2 * units) + 2 * units + linear(2 * units, cells) + chans[-1]
+        decoder += conv_stages(chans[::-1]) + 25 * chans[0] * ch + ch
+    else:
+        encoder, embed = mlp(obs[1], 3, units), units
+        decoder = mlp(feat, 3, units) + linear(units, obs[1])
+    rssm = sum(linear(d, hidden) + hidden for d in (deter, stoch, actions))   # the cell's inputs
+    rssm += (deter // 8 + 3 * hidden) * deter + deter + deter                 # block hidden + norm
+    rssm += 3 * deter * deter // 8 + 3 * deter                               # block gates
+    rssm += mlp(deter, 2, hidden) + linear(hidden, stoch)                     # prior
+    rssm += mlp(deter + embed, 1, hidden) + linear(hidden, stoch)             # posterior
+    counts = {'encoder': encoder, 'rssm': rssm, 'decoder': decoder,
+              'reward': mlp(feat, 1, units) + linear(units, 255),
+              'cont': mlp(feat, 1, units) + linear(units, 1),
+              'actor': mlp(feat, 3, units) + linear(units, actions if discrete else 2 * actions),
+              'critic': mlp(feat, 3, units) + linear(units, 255)}
+    counts['total'] = sum(counts.values())
+    return counts
+
+
+SIZES = {'size1m': (512, 64, 4, 64, 4), 'size12m': (2048, 256, 16, 256, 16),
+         'size50m': (4096, 512, 32, 512, 32)}
+RGB64, GRAY96 = ('image', 64, 3), ('image', 96, 1)
+# (overlays, observation, actions, discrete, the release's decoder count, its total or None)
+RELEASE = {
+    'atari100k-size1m': (['atari100k', 'size1m'], RGB64, 6, True, 80_595, 686_456),
+    'atari100k-size12m': (['atari100k', 'size12m'], RGB64, 6, True, 1_272_003, None),
+    'dmc_vision-size12m': (['dmc_vision', 'size12m'], RGB64, 6, False, 1_272_003, None),
+    'crafter-size12m': (['crafter', 'size12m'], RGB64, 17, True, 1_272_003, None),
+    'atari-size12m': (['atari', 'size12m'], GRAY96, 18, True, 2_256_001, None),
+    'atari100k-size50m': (['atari100k', 'size50m'], RGB64, 6, True, 5_076_355, None),
+    'dmc_proprio-size1m': (['dmc_proprio', 'size1m'], ('vector', 5), 1, False, None, 637_446),
+}
+
+
+@pytest.mark.parametrize('case', list(RELEASE))
+def test_parameters_per_module_equal_the_release(case):
+    overlays, obs, actions, discrete, decoder, total = RELEASE[case]
+    expected = release_counts(SIZES[overlays[1]], obs, actions, discrete)
+    # The layer list reproduces the release's own figures (issue 13, SPEC.md) ...
+    assert decoder is None or expected['decoder'] == decoder
+    assert total is None or expected['total'] == total
+    # ... and every module of ours has exactly its count.
+    if obs[0] == 'image':
+        space = {'image': spaces.Box(0, 255, (obs[1], obs[1], obs[2]), np.uint8)}
+    else:
+        space = {'vector': spaces.Box(-np.inf, np.inf, (obs[1],), np.float32)}
+    agent = Agent(configlib.load('dreamerv3', overlays), space, ActionSpec(discrete, actions))
+    assert agent.summary() == expected
+
+
+def test_bspace_zero_is_the_dense_projection_on_feat():
+    # Issue 13's "ours" column: one Linear(feat, 4 * 4 * 16) + its norm instead of the release's.
+    config = configlib.load('dreamerv3', ['atari100k', 'size1m'], ['decoder.bspace=0'])
+    agent = Agent(config, {'image': spaces.Box(0, 255, (64, 64, 3), np.uint8)}, ActionSpec(True, 6))
+    dense = linear(512 + 128, 4 * 4 * 16) + 16
+    assert agent.summary()['decoder'] == 178_387 == 80_595 - 66_320 + dense

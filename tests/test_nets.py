@@ -327,6 +327,83 @@ def test_decoder_vector_mse_in_symlog_space():
     assert nll.max() < 0.1 * np.sum((mode - target) ** 2, -1).min()
 
 
+# The Nature projection (bspace 8) on a 24-wide feat = concat(deter 16, stoch 8): 8 deter groups of 2
+# rows; depth 4 gives C = 4 * 4 = 16 channels, 2 per group.
+BDEC = dict(DEC, depth=4, bspace=8, deter=16)
+
+
+def naive_block_projection(dec, feat):
+    """The Nature release's projection written from SPEC.md with explicit loops, in float64."""
+    res, groups = dec.minres, dec.bspace
+    chans = dec.proj_norm.scale.shape[0]
+    part, rows = chans // groups, 16 // groups                   # channels and deter rows per group
+    deter, stoch = feat[:, :16].astype(np.float64), feat[:, 16:].astype(np.float64)
+    kernel, bias = dec.proj_deter.kernel.numpy(), dec.proj_deter.bias.numpy()
+    h = stoch @ dec.proj_stoch.kernel.numpy() + dec.proj_stoch.bias.numpy()
+    h = silu(rms_norm(h, dec.proj_stoch_norm.scale.numpy()))
+    flat = h @ dec.proj_stoch_out.kernel.numpy() + dec.proj_stoch_out.bias.numpy()
+    out = np.zeros((len(feat), res, res, chans))
+    for n in range(len(feat)):
+        for i in range(res):
+            for j in range(res):
+                for c in range(chans):
+                    g, k = divmod(c, part)                       # channel c belongs to group g
+                    col = (i * res + j) * part + k              # its column inside group g's block
+                    block = deter[n, g * rows:(g + 1) * rows] @ kernel[g, :, col]
+                    out[n, i, j, c] = block + bias[g * res * res * part + col] + \
+                        flat[n, (i * res + j) * chans + c]
+    return out
+
+
+def test_decoder_block_projection_matches_numpy():
+    rng = np.random.default_rng(21)
+    dec = nets.Decoder(obs_space(vector=None), 24, **BDEC)
+    assert dec.proj_deter.kernel.shape == (8, 2, 4 * 4 * 16 // 8)
+    assert dec.proj_stoch.kernel.shape == (8, 2 * 16)           # stoch -> 2 * units
+    assert dec.proj_stoch_out.kernel.shape == (32, 4 * 4 * 16)
+    randomize(dec, rng)
+    feat = rng.standard_normal((3, 24)).astype(np.float32)
+    np.testing.assert_allclose(dec.project(f32(feat)).numpy(), naive_block_projection(dec, feat),
+                               rtol=1e-4, atol=1e-5)
+
+
+def test_decoder_block_projection_deter_group_g_moves_only_channel_group_g():
+    rng = np.random.default_rng(22)
+    dec = nets.Decoder(obs_space(vector=None), 24, **BDEC)
+    randomize(dec, rng)
+    feat = rng.standard_normal((2, 24)).astype(np.float32)
+    base = dec.project(f32(feat)).numpy()                       # [2, 4, 4, 16], before the norm
+    for g in range(8):
+        changed = feat.copy()
+        changed[:, 2 * g:2 * g + 2] += 3.0                      # deter group g: rows 2g, 2g + 1
+        diff = np.abs(dec.project(f32(changed)).numpy() - base)
+        mine = np.zeros(16, bool)
+        mine[2 * g:2 * g + 2] = True                            # channel group g: 2 of 16 channels
+        assert np.all(diff[..., mine] > 1e-4), g                # every pixel moves in group g ...
+        np.testing.assert_array_equal(diff[..., ~mine], 0.0)    # ... and nowhere else
+    # The stoch part reaches every channel.
+    changed = feat.copy()
+    changed[:, 16:] += 3.0
+    assert np.all(np.abs(dec.project(f32(changed)).numpy() - base) > 0)
+
+
+def test_decoder_bspace_zero_is_one_dense_layer_on_feat():
+    rng = np.random.default_rng(23)
+    dec = nets.Decoder(obs_space(vector=None), 12, **DEC)
+    # The names (and so checkpoint paths) of the dense projection.
+    assert {n for n in nets.named_weights(dec) if n.startswith('proj')} == \
+        {'proj/kernel', 'proj/bias', 'proj_norm/scale'}
+    randomize(dec, rng)
+    feat = rng.standard_normal((3, 12)).astype(np.float32)
+    expected = (feat @ dec.proj.kernel.numpy() + dec.proj.bias.numpy()).reshape(3, 4, 4, 8)
+    np.testing.assert_allclose(dec.project(f32(feat)).numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_decoder_block_projection_rejects_channels_it_cannot_split():
+    with pytest.raises(ValueError, match='bspace'):
+        nets.Decoder(obs_space(vector=None), 24, **dict(BDEC, depth=3))   # C = 12, 8 groups
+
+
 def naive_upsample_conv(x, kernel, bias):
     """Nearest x2 upsampling, then a zero-padded 'same' convolution, by explicit loops."""
     n, h, w, cin = x.shape
@@ -485,8 +562,9 @@ def test_named_weights_paths_of_a_head():
     lambda: nets.BlockGRU(8, 4, [8, 6, 2], blocks=2, dyn_layers=2),
     lambda: nets.Encoder(obs_space(), **ENC),
     lambda: nets.Decoder(obs_space(), 12, **DEC),
+    lambda: nets.Decoder(obs_space(), 24, **BDEC),
     lambda: nets.MLP(4, 3, 8, norm='layer'),
-], ids=['gru', 'encoder', 'decoder', 'mlp'])
+], ids=['gru', 'encoder', 'decoder', 'block-decoder', 'mlp'])
 def test_named_weights_cover_every_weight_once(make):
     layer = make()
     names = nets.named_weights(layer, 'root/')

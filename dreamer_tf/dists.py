@@ -317,7 +317,9 @@ class TruncNormal:
     """DreamerV2's continuous actor: Normal(mean, std) truncated to [-1, 1], dims independent.
 
     Samples by inverse CDF, x = mean + std * Phi^-1(Phi(alpha) + u * (Phi(beta) - Phi(alpha))) with
-    alpha, beta the standardised bounds, so they are reparameterised. log_prob and entropy are tfp's.
+    alpha, beta the standardised bounds, so they are reparameterised (the release's implicit
+    reparameterisation gradient of tfd.TruncatedNormal is the same derivative). log_prob and
+    entropy are tfp's.
     """
 
     def __init__(self, mean, std, low=-1.0, high=1.0):
@@ -334,8 +336,11 @@ class TruncNormal:
         hi = _ndtr((self.high - self.mean) / self.std)
         p = tf.clip_by_value(lo + u * (hi - lo), 1e-7, 1.0 - 1e-7)
         x = self.mean + self.std * tf.math.ndtri(p)
-        # The far tails of the inverse CDF lose precision; keep samples strictly inside the bounds.
-        return tf.clip_by_value(x, self.low + 1e-6, self.high - 1e-6)
+        # Samples stay strictly inside the bounds (the inverse CDF's far tails lose precision), but,
+        # as in the release, the clip passes the gradient straight through: a clipped sample still
+        # moves with the mean and std that the dynamics-backprop actor learns.
+        clipped = tf.clip_by_value(x, self.low + 1e-6, self.high - 1e-6)
+        return x + sg(clipped - x)
 
     def log_prob(self, action):
         action = tf.clip_by_value(tf.cast(action, tf.float32), self.low + 1e-6, self.high - 1e-6)

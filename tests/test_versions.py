@@ -640,3 +640,23 @@ def test_summary_counts_every_trainable_weight_of_each_version(version):
     assert ('cont' in counts) == (version == 'dreamerv3_2023')
     expected = sum(int(np.prod(v.shape)) for v in agent.train_vars)
     assert counts['total'] == expected
+
+
+# ---------------------------------------------------------------------------------------------
+# 11. The V1 / V2 releases, line by line (issue 18)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_trunc_normal_clip_passes_the_gradient_straight_through():
+    # mean 1, std 1e-6, u = 0.9: alpha = -2e6, beta = 0, so P = 0.5 u = 0.45, z = Phi^-1(0.45) and
+    # x = 1 + 1e-6 z = 1 - 1.26e-7 lies above the clip at 1 - 1e-6: the value is clipped.
+    # d x / d mean = 1 - ((1 - u) phi(alpha) + u phi(beta)) / phi(z) = 1 - 0.9 phi(0) / phi(z).
+    mean = tf.Variable([[1.0]])
+    with tf.GradientTape() as tape:
+        x = dists.TruncNormal(mean, f32([[1e-6]])).sample_from_uniform(f32([[0.9]]))
+    z = -0.12566134685507402                                  # Phi^-1(0.45)
+    expected = 1.0 - 0.9 * norm_pdf(0.0) / norm_pdf(z)        # 0.0929
+    assert x.numpy()[0, 0] == np.float32(1.0 - 1e-6)
+    np.testing.assert_allclose(tape.gradient(x, mean).numpy(), [[expected]], rtol=2e-3)
+    assert abs(expected) > 0.05                               # a hard clip would give exactly 0
+    np.testing.assert_allclose(norm_cdf(z), 0.45, rtol=1e-9)

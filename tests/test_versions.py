@@ -660,3 +660,19 @@ def test_trunc_normal_clip_passes_the_gradient_straight_through():
     np.testing.assert_allclose(tape.gradient(x, mean).numpy(), [[expected]], rtol=2e-3)
     assert abs(expected) > 0.05                               # a hard clip would give exactly 0
     np.testing.assert_allclose(norm_cdf(z), 0.45, rtol=1e-9)
+
+
+def test_v2_crafter_is_the_releases_crafter_setting():
+    # dreamerv2/configs.yaml: defaults + `crafter:` (not the Atari overlay).
+    c = configlib.load('dreamerv2', ['crafter'])
+    assert (c.rssm.deter, c.rssm.hidden, c.rssm.stoch, c.rssm.classes) == (1024, 1024, 32, 32)
+    norms = {k: v for k, v in c.flat().items() if k.endswith('.norm')}
+    assert len(norms) == 7 and set(norms.values()) == {'layer'}, norms
+    assert (c.loss.kl, c.loss.con, c.loss.rew, c.loss.free_nats, c.loss.kl_balance) == (1.0, 1.0, 1.0, 0.0, 0.8)
+    assert c.loss.reward_transform == 'tanh'
+    assert (c.behavior.discount, c.behavior.actent, c.behavior.actor_grad_disc) == (0.999, 3e-3, 1.0)
+    assert {k: c.opt[k].lr for k in ('model', 'actor', 'critic')} == pytest.approx(
+        {'model': 1e-4, 'actor': 1e-4, 'critic': 1e-4})
+    assert (c.batch_size, c.batch_length, c.env.action_repeat, c.run.prefill) == (16, 50, 1, 10000)
+    # One update of 16 x 50 every 5 env steps.
+    assert c.run.train_ratio * c.run.train_every / (c.batch_size * c.batch_length) == 1

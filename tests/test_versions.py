@@ -676,3 +676,12 @@ def test_v2_crafter_is_the_releases_crafter_setting():
     assert (c.batch_size, c.batch_length, c.env.action_repeat, c.run.prefill) == (16, 50, 1, 10000)
     # One update of 16 x 50 every 5 env steps.
     assert c.run.train_ratio * c.run.train_every / (c.batch_size * c.batch_length) == 1
+
+
+def test_v2_dmc_prefill_counts_the_releases_policy_steps():
+    # The release's prefill (1000) counts policy steps; ours counts env steps.
+    for overlay in ('dmc_vision', 'dmc_proprio'):
+        c = configlib.load('dreamerv2', [overlay])
+        assert c.run.prefill // c.env.action_repeat == 1000, overlay
+    atari = configlib.load('dreamerv2')
+    assert atari.run.prefill // atari.env.action_repeat == 50000

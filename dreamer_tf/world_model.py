@@ -50,6 +50,10 @@ class WorldModel(keras.layers.Layer):
         """
         ctx = self.config.replay_context
         embed = self.encoder(data)
+        # A window mostly starts mid-episode: without context steps the carry starts at zero, but the
+        # real previous action a_{-1} is kept. The V2 release flags every window start is_first, which
+        # zeroes it; keeping it is right because it is true data about the step into x_0 (the V1
+        # release keeps it too) and a window start is not an episode start (V3 carries the state).
         post, prior = self.rssm.observe(embed, data['action'], data['is_first'], state, key)
         post = {k: v[:, ctx:] for k, v in post.items()}
         prior = {k: v[:, ctx:] for k, v in prior.items()}

@@ -113,7 +113,7 @@ class Replay:
     """Uniform sampling of `length`-step windows from per-worker streams, bounded by `capacity` steps."""
 
     def __init__(self, length: int, capacity: int, directory: str | None = None, seed: int = 0,
-                 *, chunk_size: int = 1024):
+                 *, chunk_size: int = 1024, prioritize_ends: bool = False):
         if length < 1 or capacity < 1 or chunk_size < 1:
             raise ValueError(f"length ({length}), capacity ({capacity}) and chunk_size ({chunk_size}) "
                              "must be positive")
@@ -121,6 +121,9 @@ class Replay:
         self.capacity = capacity
         self.directory = directory
         self.chunk_size = chunk_size
+        # DreamerV2's `prioritize_ends`: the window that ends on a finished episode's last step gets
+        # `length` extra chances (its sampler's `upper += minlen`), so episode ends are seen more.
+        self.prioritize_ends = prioritize_ends
         self._rng = np.random.default_rng(seed)
         self._spec: dict | None = None  # key -> (per-step shape, dtype), fixed by the first step
         self._streams: dict = {}  # worker id, or ("loaded", n) for episodes read from disk -> _Stream
@@ -235,9 +238,14 @@ class Replay:
         # Drawing one index over all window starts of all streams weights each stream by its windows.
         windows = np.array([len(stream) - self.length + 1 for stream in streams])
         ends = np.cumsum(windows)
-        picks = (rng or self._rng).integers(ends[-1], size=batch_size)
-        which = np.searchsorted(ends, picks, side="right")
+        finals = self._final_windows(streams)     # [F, 2]: (stream index, offset)
+        picks = (rng or self._rng).integers(ends[-1] + len(finals) * self.length, size=batch_size)
+        extra = picks >= ends[-1]                 # an extra chance of a final window
+        which = np.searchsorted(ends, np.where(extra, 0, picks), side="right")
         offsets = picks - (ends[which] - windows[which])
+        if extra.any():
+            final = finals[(picks[extra] - ends[-1]) // self.length]
+            which[extra], offsets[extra] = final[:, 0], final[:, 1]
         batch = {key: np.empty((batch_size, self.length, *shape), dtype)
                  for key, (shape, dtype) in self._spec.items()}
         for row, (index, offset) in enumerate(zip(which, offsets)):
@@ -245,6 +253,18 @@ class Replay:
             targets = {key: array[row] for key, array in batch.items()}
             stream.copy(stream.start + int(offset), self.length, targets)
         return batch
+
+    def _final_windows(self, streams: list) -> np.ndarray:
+        """(stream index, offset) of each window ending on a finished episode's last step, when
+        `prioritize_ends`; else none. Episodes tile a stream from its start, so their ends are
+        cumulative lengths."""
+        finals = []
+        for index, stream in enumerate(streams if self.prioritize_ends else []):
+            lengths = np.array([length for _, length, _ in stream.episodes], np.int64)
+            complete = np.array([done for _, _, done in stream.episodes], bool)
+            offsets = np.cumsum(lengths)[complete] - self.length
+            finals += [(index, offset) for offset in offsets[offsets >= 0]]
+        return np.array(finals, np.int64).reshape(-1, 2)
 
     def stats(self) -> dict:
         chunks = sum(len(stream.chunks) for stream in self._streams.values())

@@ -189,7 +189,7 @@ class Trainer:
         self.act_space = self.envs[0].act_space
         self.replay = Replay(config.batch_length + config.replay_context, config.replay.capacity,
                              os.path.join(self.logdir, 'replay') if config.replay.persist else None,
-                             seed=seed)
+                             seed=seed, prioritize_ends=config.replay.get('prioritize_ends', False))
         with self.strategy.scope():
             self.agent = Agent(config, self.envs[0].obs_space, self.act_space)
         self.counters = Counters()

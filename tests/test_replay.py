@@ -325,3 +325,32 @@ def test_unfinished_episode_before_a_reset_is_not_persisted(tmp_path):
     add_episodes(replay, [3], counter=5)
     names = episode_files(directory)
     assert len(names) == 1 and names[0].endswith("-3.npz")
+
+
+def test_prioritize_ends_gives_final_windows_length_extra_chances():
+    # DreamerV2's prioritize_ends: the window ending on an episode's last step gets `length` extra
+    # draws (`upper += minlen` of its sampler). Episodes 12, 12, 12 (finished) and 5 (in progress),
+    # length 4: 41 - 4 + 1 = 38 windows; finals end at counters 11, 23, 35 (starts 8, 20, 32), each
+    # with weight 1 + 4 = 5; the unfinished episode has none. Total weight 38 + 3 * 4 = 50.
+    length = 4
+    replay = Replay(length=length, capacity=10_000, chunk_size=8, seed=5, prioritize_ends=True)
+    add_episodes(replay, [12, 12, 12, 5], finish=False)
+    expected = np.full(38, 1 / 50)
+    expected[[8, 20, 32]] = 5 / 50
+    draws = 25_000
+    batches = collect(replay, draws // 100, batch_size=100)
+    starts = np.concatenate([batch["counter"][:, 0] for batch in batches])
+    windows = np.concatenate([batch["counter"] for batch in batches])
+    np.testing.assert_array_equal(windows, starts[:, None] + np.arange(length))   # consecutive steps
+    counts = np.bincount(starts, minlength=38)
+    assert counts.shape == (38,)
+    chi_square = ((counts - draws * expected) ** 2 / (draws * expected)).sum()
+    assert chi_square < 37 + 5 * np.sqrt(2 * 37), chi_square
+    # The final windows do end on is_last.
+    last = np.concatenate([batch["is_last"][:, -1] for batch in batches])
+    assert last[np.isin(starts, [8, 20, 32])].all() and not last[~np.isin(starts, [8, 20, 32])].any()
+    # Off (the default), the same seed draws the plain uniform windows.
+    plain = Replay(length=length, capacity=10_000, chunk_size=8, seed=5)
+    add_episodes(plain, [12, 12, 12, 5], finish=False)
+    counts = np.bincount(np.concatenate([b["counter"][:, 0] for b in collect(plain, 100)]), minlength=38)
+    assert abs(counts[8] / counts.sum() - 1 / 38) < 0.01

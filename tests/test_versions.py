@@ -685,3 +685,11 @@ def test_v2_dmc_prefill_counts_the_releases_policy_steps():
         assert c.run.prefill // c.env.action_repeat == 1000, overlay
     atari = configlib.load('dreamerv2')
     assert atari.run.prefill // atari.env.action_repeat == 50000
+
+
+def test_v2_prioritize_ends_where_the_release_has_it():
+    # dreamerv2/configs.yaml: replay.prioritize_ends True in defaults (Atari, Crafter), False on DMC.
+    on = [configlib.load('dreamerv2', o).replay.prioritize_ends
+          for o in ([], ['atari'], ['crafter'], ['dmc_vision'], ['dmc_proprio'], ['gym'])]
+    assert on == [True, True, True, False, False, False]
+    assert configlib.load('dreamerv1').replay.prioritize_ends is False

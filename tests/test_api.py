@@ -4,6 +4,7 @@ import os
 import pathlib
 import re
 import shutil
+import site
 import subprocess
 import venv
 
@@ -140,9 +141,11 @@ def test_readme_example_runs(tmp_path, monkeypatch, capsys):
 def test_pip_install_into_a_fresh_venv(tmp_path):
     """`pip install .` (not editable) gives a package that finds its configs and commands.
 
-    Offline: the venv sees this interpreter's packages (TensorFlow and setuptools) and pip neither
-    resolves dependencies nor builds in isolation. The source is copied so that the build leaves
-    nothing in the working tree.
+    Offline: the new venv has no site packages of its own but sees this interpreter's (a venv's or
+    the system's, whichever runs the tests) through a .pth file, so TensorFlow and the build backend
+    come from requirements.txt, which pins a setuptools that builds wheels without the `wheel`
+    package. pip neither resolves dependencies nor builds in isolation. The source is copied so that
+    the build leaves nothing in the working tree.
     """
     source = tmp_path / 'src'
     source.mkdir()
@@ -151,8 +154,13 @@ def test_pip_install_into_a_fresh_venv(tmp_path):
     shutil.copytree(ROOT / 'dreamer_tf', source / 'dreamer_tf',
                     ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
     env_dir = tmp_path / 'venv'
-    venv.create(env_dir, system_site_packages=True, with_pip=False)
+    venv.create(env_dir, system_site_packages=False, with_pip=False)
     python, scripts = env_dir / 'bin' / 'python', env_dir / 'bin'
+    inner_site = subprocess.run([str(python), '-c', 'import site; print(site.getsitepackages()[0])'],
+                                capture_output=True, text=True, check=True).stdout.strip()
+    # Plain path lines: the outer site dirs join sys.path after the venv's own, and their .pth
+    # files (this checkout's editable install among them) are not run.
+    pathlib.Path(inner_site, 'outer.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'PYTHONHOME')}
     install = subprocess.run(
         [str(python), '-m', 'pip', 'install', '--no-deps', '--no-build-isolation', '--no-index', '-q',
@@ -165,8 +173,8 @@ def test_pip_install_into_a_fresh_venv(tmp_path):
                          cwd=tmp_path, timeout=120)
     assert run.returncode == 0, run.stderr
     module, configs, task = run.stdout.split()
-    site = str(env_dir / 'lib')
-    assert module.startswith(site) and configs.startswith(site), run.stdout
+    installed = str(env_dir / 'lib')
+    assert module.startswith(installed) and configs.startswith(installed), run.stdout
     assert task == 'CartPole-v1'
     for command in ('dreamer-evaluate', 'dreamer-dream'):
         result = subprocess.run([str(scripts / command), '--help'], capture_output=True, text=True,

@@ -165,12 +165,13 @@ def test_seeded_training_run_stays_within_rounding_proof_bounds(version, tmp_pat
     assert result.returncode == 0, result.stderr[-3000:]
     golden, fresh = golden_file(version), json.loads(out.read_text())
     assert golden['config'] == fresh['config'], 'tests/golden/refresh.py changed: refresh the golden file'
-    assert len(fresh['run']['train']) >= 4 and all('train/loss/total' in m for m in fresh['run']['train'].values())
-    moved = differences(golden['run'], fresh['run'], **golden['run_tolerance'], episode_rtol=golden['episode_rtol'])
+    rows = fresh['run']['train'].values()
+    assert len(rows) >= 4 and all('train/loss/total' in m for m in rows)
     tol = golden['run_tolerance']
+    moved = differences(golden['run'], fresh['run'], **tol, episode_rtol=golden['episode_rtol'])
+    refresh = f'python tests/golden/refresh.py --version={version}'
     assert not moved, (f'the seeded run left its bounds (rtol {tol["rtol"]}, atol {tol["atol"]}); if the '
-                       f'change is intended, refresh with `python tests/golden/refresh.py --version={version}`'
-                       ':\n  ' + '\n  '.join(moved[:30]))
+                       f'change is intended, refresh with `{refresh}`:\n  ' + '\n  '.join(moved[:30]))
 
 
 def assert_update_matches(version, fresh):

@@ -693,3 +693,34 @@ def test_v2_prioritize_ends_where_the_release_has_it():
           for o in ([], ['atari'], ['crafter'], ['dmc_vision'], ['dmc_proprio'], ['gym'])]
     assert on == [True, True, True, False, False, False]
     assert configlib.load('dreamerv1').replay.prioritize_ends is False
+
+HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+
+
+def test_v2_reward_vector_and_critic_losses_are_the_releases_unit_normal():
+    # The release's `dist: mse` is Normal(mean, 1): -log p = 0.5 (x - mean)^2 + 0.5 log(2 pi).
+    config = configlib.load('dreamerv2', ['dmc_proprio', 'debug'])
+    agent = Agent(config, OBS_SPACE, ACT_SPACE)
+    data = make_batch()
+    data['reward'] = f32([[0.0, 1.0, -2.0, 3.5, 0.25], [10.0, 0.0, 0.0, -1.0, 2.0]])
+    plain = dict(data)
+    key = plain.pop('key')
+    losses, post, _ = agent.wm.loss(plain, key=key)
+    feat = agent.wm.rssm.get_feat(post)
+    mean = agent.wm.reward(feat).mean().numpy().astype(np.float64)           # [B, T]
+    expected = 0.5 * (data['reward'].numpy() - mean) ** 2 + HALF_LOG_2PI
+    np.testing.assert_allclose(losses['rew'].numpy(), expected, rtol=1e-5, atol=1e-6)
+    # The full squared error (the old MSEDist) would be 2 (expected - 0.5 log 2 pi): far off.
+    assert np.abs(2 * (expected - HALF_LOG_2PI) - losses['rew'].numpy()).max() > 1.0
+    # Vectors: the same per dimension, summed over the 5 dims.
+    pred = agent.wm.decoder(feat)['vector'].mean().numpy().astype(np.float64)
+    vec = 0.5 * np.sum((data['vector'].numpy() - pred) ** 2, -1) + VECTOR * HALF_LOG_2PI
+    np.testing.assert_allclose(losses['vector'].numpy(), vec, rtol=1e-5, atol=1e-5)
+    # The critic and its slow copy score returns the same way.
+    dist = agent.ac.critic(feat)
+    target = f32(np.full((2, 5), 3.0))
+    crit = 0.5 * (3.0 - dist.mean().numpy().astype(np.float64)) ** 2 + HALF_LOG_2PI
+    np.testing.assert_allclose(-dist.log_prob(target).numpy(), crit, rtol=1e-5, atol=1e-6)
+    for name in ('reward_head', 'critic'):
+        assert config[name].dist == 'unit_normal'
+    assert config.decoder.vector_dist == 'normal'

@@ -9,8 +9,11 @@ versions is config:
 | actor gradient rho (1: REINFORCE, 0: dynamics backprop) | 0 | 1 Atari, 0 DMC | 1 |
 | returns bootstrap on | online critic | slow critic (copied every 100) | online critic |
 | return scale | 1 | 1 | percentile EMA (`retnorm`) |
-| critic distribution | Normal(mean, 1) | squared error | two-hot |
+| critic distribution | Normal(mean, 1) | Normal(mean, 1) | two-hot |
 | weight of imagined step t | prod_{k<t} discount_k | same | prod_{k<=t} con_k |
+| value of s_t counts (`return_form`) | r_t onwards: current | current | r_{t+1} onwards: next |
+| discount of the start (`first_discount`) | gamma: model | replay terminal flag: replay | model |
+| critic trains on the start (`critic_start`) | no | yes | yes |
 """
 
 import keras
@@ -58,6 +61,31 @@ def critic_loss(critic_logp, slow_logp, weight, slowreg):
     return -sg(weight[:, :-1]) * (critic_logp[:, :-1] + slowreg * slow_logp[:, :-1])
 
 
+def current_returns(rew, con, boot, lam):
+    """Lambda-returns of the V1/V2 papers, where the value of s_t counts s_t's own reward: [N, H+1] -> [N, H].
+
+        states:    [s0]  [s1] ... [s_{H-1}]   s_H
+        rew / con: [r0]  [r1] ... [r_{H-1}]          con_t = gamma * P(s_t continues)
+        boot:             [v1] ... [v_{H-1}]  [v_H]
+        returns:    t0    t1  ...  t_{H-1}           t_t = r_t + con_t ((1 - lam) v_{t+1} + lam t_{t+1})
+
+    with t_H = v_H. It is ops.lambda_return (whose R_t starts at r_{t+1}) fed rewards and continues
+    shifted one step later, so R_t reads r_t and con_t; their first column is never read.
+    """
+    later = lambda x: tf.concat([tf.zeros_like(x[:, :1]), x[:, :-1]], 1)  # noqa: E731
+    return ops.lambda_return(tf.zeros_like(con), 1.0 - later(con), later(rew), boot, boot, 1.0, lam)
+
+
+def replay_first_discount(con, is_terminal, discount):
+    """The start's discount from the replayed terminal flag instead of the head (V2): [N, H+1].
+
+    The start is a real replayed state, so its flag is known; the head's guess would only add noise.
+    is_terminal: [B, T] flags of the starts, flattened in the order of `flatten_time`.
+    """
+    first = discount * (1.0 - tf.reshape(tf.cast(is_terminal, tf.float32), [-1, 1]))
+    return tf.concat([first, con[:, 1:]], 1)
+
+
 def pad_last(x):
     """Append a zero column on the time axis: [N, H] -> [N, H+1] (targets aligned with states)."""
     return tf.concat([x, tf.zeros_like(x[:, -1:])], 1)
@@ -94,6 +122,10 @@ class ActorCritic(keras.layers.Layer):
             raise ValueError(f"behavior.return_critic '{self.return_critic}' is not one of "
                              "['online', 'slow']")
         self.weight_form = b.get('weight', 'inclusive')
+        # The V1/V2 release forms of the targets, the start's discount and the critic's states.
+        self.return_form = _choice(b, 'return_form', 'next', ('next', 'current'))
+        self.first_discount = _choice(b, 'first_discount', 'model', ('model', 'replay'))
+        self.critic_start = b.get('critic_start', True)
         self.replay_scale = config.loss.get('replay_critic', 0.0)
 
     def policy_sample(self, feat, key=None):
@@ -128,6 +160,8 @@ class ActorCritic(keras.layers.Layer):
         feat = rssm.get_feat(states) if dynamics else sg(rssm.get_feat(states))   # [N, H+1, F]
         rew = wm.reward(feat).mean()                                  # [N, H+1]
         con = wm.imagined_discount(feat)                              # [N, H+1], gamma * P(cont)
+        if self.first_discount == 'replay':
+            con = replay_first_discount(con, data['is_terminal'], self.discount)
         critic = self.critic(sg(feat))
         val = sg(critic.mean())                                       # [N, H+1]
         slowval = sg(self.slow_critic(sg(feat)).mean())
@@ -135,22 +169,19 @@ class ActorCritic(keras.layers.Layer):
         # dynamics backprop on a critic evaluated on the differentiable states.
         boot_critic = self.slow_critic if self.return_critic == 'slow' else self.critic
         boot = boot_critic(feat).mean() if dynamics else (slowval if self.return_critic == 'slow' else val)
-        # Imagined episodes never hit is_last; termination enters through 1 - con, and the
-        # discount is already inside con, so disc = 1 here.
-        ret = ops.lambda_return(tf.zeros_like(con), 1.0 - con, rew, boot, boot, 1.0, self.lam)
+        if self.return_form == 'current':
+            ret = current_returns(rew, con, boot, self.lam)          # [N, H]
+        else:
+            # Imagined episodes never hit is_last; termination enters through 1 - con, and the
+            # discount is already inside con, so disc = 1 here.
+            ret = ops.lambda_return(tf.zeros_like(con), 1.0 - con, rew, boot, boot, 1.0, self.lam)
         scale = self.retnorm.update_and_scale(ret) if self.retnorm else tf.constant(1.0)
-        weight = ops.cumulative_weight(con, exclusive=self.weight_form == 'exclusive')
         pi = self.actor(sg(feat))
         logpi = pi.log_prob(sg(actions))                              # [N, H+1]
         ent = pi.entropy()                                            # [N, H+1]
-        base = sg(boot)
-        b = self.config.behavior
-        losses = {}
-        losses['actor'] = actor_loss(logpi, ent, ret, base, weight, scale, b.actent, self.rho)
-        losses['critic'] = critic_loss(critic.log_prob(sg(pad_last(ret))),
-                                       critic.log_prob(slowval), weight, b.get('slowreg', 0.0))
+        losses, adv = self.imag_losses(critic, slowval, logpi, ent, ret, sg(boot), con, scale)
         metrics = {'ret': tf.reduce_mean(ret), 'ret_scale': scale, 'val': tf.reduce_mean(val),
-                   'adv': tf.reduce_mean(tf.abs(ret - base[:, :-1]) / scale),
+                   'adv': tf.reduce_mean(tf.abs(adv) / scale),
                    'actor_ent': tf.reduce_mean(ent), 'imag_rew': tf.reduce_mean(rew),
                    'imag_con': tf.reduce_mean(con)}
         if self.replay_scale:
@@ -158,6 +189,35 @@ class ActorCritic(keras.layers.Layer):
             losses['replay_critic'], repl_ret = self.replay_loss(rssm.get_feat(post), data, boot)
             metrics['replay_ret'] = tf.reduce_mean(repl_ret)
         return losses, metrics
+
+    def imag_losses(self, critic, slowval, logpi, ent, ret, base, con, scale):
+        """Actor and critic losses on the imagined states, per `return_form` and `critic_start`.
+
+        critic: the critic's distribution on feat [N, H+1]; slowval, logpi, ent, base (the actor's
+        baseline, stop-gradient), con: [N, H+1]; ret: [N, H]. Returns (losses, advantages).
+        """
+        b = self.config.behavior
+        exclusive = self.weight_form == 'exclusive'
+        weight = ops.cumulative_weight(con, exclusive=exclusive)
+        weight_actor, ret_actor = weight, ret
+        if self.return_form == 'current':
+            # states:   [s0]  [s1] ... [s_{H-2}]  s_{H-1}  s_H
+            # actions:  [a0]  [a1] ... [a_{H-2}]               a_t taken in s_t leads to s_{t+1}
+            # targets:   t0   [t1] ... [t_{H-1}]               t_{t+1} is what follows a_t
+            # baseline: [v0]  [v1] ... [v_{H-2}]               (V2: the slow critic)
+            # weights:  [w0]  [w1] ... [w_{H-2}]
+            logpi, ent, base, weight_actor, ret_actor = (
+                logpi[:, :-1], ent[:, :-1], base[:, :-1], weight[:, :-1], ret[:, 1:])
+        losses = {'actor': actor_loss(logpi, ent, ret_actor, base, weight_actor, scale, b.actent,
+                                      self.rho)}
+        critic_logp, slow_logp = critic.log_prob(sg(pad_last(ret))), critic.log_prob(slowval)
+        if not self.critic_start:
+            # states:   s0  [s1] ... [s_{H-1}]  s_H      (V1: imagined states only; the weights
+            # targets:      [t1] ... [t_{H-1}]            restart at s1: 1, gamma, gamma^2 ...)
+            critic_logp, slow_logp = critic_logp[:, 1:], slow_logp[:, 1:]
+            weight = ops.cumulative_weight(con[:, 1:], exclusive=exclusive)
+        losses['critic'] = critic_loss(critic_logp, slow_logp, weight, b.get('slowreg', 0.0))
+        return losses, ret_actor - base[:, :-1]
 
     def replay_loss(self, feat, data, boot):
         """Critic loss on the replayed sequence itself, [B, T-1].
@@ -189,3 +249,11 @@ class ActorCritic(keras.layers.Layer):
             return
         rate = tf.where(updates % b.slow_critic_every == 0, b.slow_critic_rate, 0.0)
         ops.ema_update(self.slow_critic.weights, self.critic.weights, rate)
+
+
+def _choice(section, key, default, allowed):
+    """section[key] (or `default` when absent), checked against the allowed values."""
+    value = section.get(key, default)
+    if value not in allowed:
+        raise ValueError(f"behavior.{key} '{value}' is not one of {list(allowed)}")
+    return value

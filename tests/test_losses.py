@@ -290,7 +290,9 @@ def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
     fake.discount = 1.0 - 1.0 / horizon
     fake.config = Config({'behavior': {'actent': 3e-4, 'slowreg': 1.0}})
     fake.rho, fake.return_critic, fake.weight_form, fake.replay_scale = 1.0, 'online', 'inclusive', 0.3
+    fake.return_form, fake.first_discount, fake.critic_start = 'next', 'model', True
     fake.replay_loss = functools.partial(behavior.ActorCritic.replay_loss, fake)
+    fake.imag_losses = functools.partial(behavior.ActorCritic.imag_losses, fake)
 
     def imagine(policy, start, length, key=None):
         assert length == fake.imag_length and key is None

@@ -5,7 +5,9 @@ tanh-Normal (V1) and truncated-Normal (V2) actors, the V2 slow critic, the per-m
 version configs of SPEC.md.
 """
 
+import functools
 import math
+import types
 
 import numpy as np
 import pytest
@@ -724,3 +726,134 @@ def test_v2_reward_vector_and_critic_losses_are_the_releases_unit_normal():
     for name in ('reward_head', 'critic'):
         assert config[name].dist == 'unit_normal'
     assert config.decoder.vector_dist == 'normal'
+
+
+def naive_current_returns(rew, con, val, lam):
+    """t_k = r_k + d_k ((1 - lam) v_{k+1} + lam t_{k+1}), t_H = v_H: the releases' lambda_return
+    fed reward[:-1], value[:-1], discount[:-1] and bootstrap value[-1], one row at a time."""
+    n, h1 = np.shape(rew)
+    out = np.zeros((n, h1 - 1))
+    for i in range(n):
+        nxt = val[i][h1 - 1]
+        for k in range(h1 - 2, -1, -1):
+            nxt = rew[i][k] + con[i][k] * ((1.0 - lam) * val[i][k + 1] + lam * nxt)
+            out[i, k] = nxt
+    return out
+
+
+def test_current_returns_by_hand_and_naive():
+    # H = 2: t1 = r1 + d1 v2 (lam drops out: t2 = v2); t0 = r0 + d0 ((1 - lam) v1 + lam t1).
+    rew, con, val = [[1.0, 2.0, 99.0]], [[0.5, 0.9, 99.0]], [[99.0, 10.0, 20.0]]
+    t1 = 2.0 + 0.9 * 20.0                                   # 20
+    t0 = 1.0 + 0.5 * (0.05 * 10.0 + 0.95 * t1)              # 1 + 0.5 * (0.5 + 19) = 10.75
+    out = behavior.current_returns(f32(rew), f32(con), f32(val), 0.95).numpy()
+    np.testing.assert_allclose(out, [[t0, t1]], rtol=1e-6)
+    rng = np.random.default_rng(7)
+    rew, val = rng.normal(size=(2, 3, 6))
+    con = rng.uniform(0.0, 1.0, size=(3, 6))
+    out = behavior.current_returns(f32(rew), f32(con), f32(val), 0.9).numpy()
+    np.testing.assert_allclose(out, naive_current_returns(rew, con, val, 0.9), rtol=1e-5, atol=1e-5)
+
+
+class _Square:
+    """Stand-in head output: mean() = m, log_prob(x) = -(x - m)^2."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def mean(self):
+        return self.m
+
+    def log_prob(self, x):
+        return -tf.square(x - self.m)
+
+
+class _FakeActor:
+    """log_prob(a) = feat[..., 4] * a[..., 0], entropy() = feat[..., 5]."""
+
+    def __init__(self, feat):
+        self.feat = feat
+
+    def log_prob(self, action):
+        return self.feat[..., 4] * action[..., 0]
+
+    def entropy(self):
+        return self.feat[..., 5]
+
+
+def release_fake(version, imag, act, rho):
+    """ActorCritic with the version's settings and its networks replaced by feat columns:
+    0 reward, 1 discount (gamma inside), 2 critic, 3 slow critic, 4 logpi factor, 5 entropy."""
+    config = configlib.load(version, ['dmc_proprio', 'debug'])
+    b = config.behavior
+    ac = types.SimpleNamespace(
+        config=config, rho=rho, lam=b.return_lambda, imag_length=imag.shape[1] - 1, discount=b.discount,
+        retnorm=None, replay_scale=0.0, return_critic=b.return_critic, weight_form=b.weight,
+        return_form=b.get('return_form', 'next'), first_discount=b.get('first_discount', 'model'),
+        critic_start=b.get('critic_start', True),
+        critic=lambda feat: _Square(feat[..., 2]), slow_critic=lambda feat: _Square(feat[..., 3]),
+        actor=_FakeActor, policy_sample=lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1]))
+    ac.imag_losses = functools.partial(behavior.ActorCritic.imag_losses, ac)
+
+    def imagine(policy, start, length, key=None):
+        policy(start)
+        return {'f': f32(imag)}, f32(act)
+
+    wm = types.SimpleNamespace(
+        rssm=types.SimpleNamespace(imagine=imagine, get_feat=lambda state: state['f']),
+        reward=lambda feat: _Square(feat[..., 0]), imagined_discount=lambda feat: feat[..., 1])
+    return ac, wm
+
+
+def fake_imagination(b, t, h, seed):
+    rng = np.random.default_rng(seed)
+    n = b * t
+    imag = rng.normal(size=(n, h + 1, 6))
+    imag[..., 1] = rng.uniform(0.5, 1.0, size=(n, h + 1))
+    imag[..., 5] = rng.uniform(0.0, 2.0, size=(n, h + 1))
+    act = rng.normal(size=(n, h + 1, 1))
+    post = {'f': f32(imag[:, 0].reshape(b, t, 6))}
+    return imag, act, post
+
+
+def check_v2_release_indexing():
+    # Release (dreamerv2/agent.py, ActorCritic.actor_loss / critic_loss / target, imagine):
+    #   disc_k from the head (disc_0: see behavior.first_discount, the V2 config pins it);
+    #   t_k = r_k + disc_k ((1 - lam) v_{k+1} + lam t_{k+1}), t_H = v_H, v = the slow critic;
+    #   w_k = prod_{j<k} disc_j; actor: k = 0 .. H-2, -w_k (logpi_k sg(t_{k+1} - v_k) + eta ent_k);
+    #   critic: k = 0 .. H-1, -w_k log p_critic(s_k)(t_k).
+    b, t, h = 2, 2, 4
+    imag, act, post = fake_imagination(b, t, h, 3)
+    term = tf.constant([[False, True], [False, False]])
+    data = {'is_terminal': term, 'reward': tf.zeros([b, t])}
+    ac, wm = release_fake('dreamerv2', imag, act, rho=1.0)
+    losses, metrics = behavior.ActorCritic.loss(ac, wm, post, data)
+    gamma, lam, eta = 0.99, 0.95, ac.config.behavior.actent
+    rew, con, crit, slow = imag[..., 0], imag[..., 1].copy(), imag[..., 2], imag[..., 3]
+    if ac.first_discount == 'replay':
+        con[:, 0] = gamma * (1.0 - term.numpy().reshape(-1))
+    logpi, ent = imag[..., 4] * act[..., 0], imag[..., 5]
+    n = b * t
+    actor, critic = np.zeros((n, h - 1)), np.zeros((n, h))
+    for i in range(n):
+        targets = naive_current_returns(rew[i:i + 1], con[i:i + 1], slow[i:i + 1], lam)[0]
+        w = [np.prod(con[i, :k]) for k in range(h + 1)]
+        for k in range(h - 1):
+            actor[i, k] = -w[k] * (logpi[i, k] * (targets[k + 1] - slow[i, k]) + eta * ent[i, k])
+        for k in range(h):
+            critic[i, k] = w[k] * (targets[k] - crit[i, k]) ** 2
+    np.testing.assert_allclose(losses['actor'].numpy(), actor, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(losses['critic'].numpy(), critic, rtol=1e-4, atol=1e-4)
+    return imag, con
+
+
+def test_v2_actor_and_critic_losses_follow_the_release_indexing():
+    check_v2_release_indexing()
+
+
+def test_v2_release_forms_in_the_config():
+    c = configlib.load('dreamerv2').behavior
+    assert c.return_form == 'current'
+    with pytest.raises(ValueError, match='return_form'):
+        Agent(configlib.load('dreamerv2', ['dmc_proprio', 'debug'], {'behavior.return_form': 'x'}),
+              OBS_SPACE, ACT_SPACE)

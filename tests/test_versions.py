@@ -857,3 +857,18 @@ def test_v2_release_forms_in_the_config():
     with pytest.raises(ValueError, match='return_form'):
         Agent(configlib.load('dreamerv2', ['dmc_proprio', 'debug'], {'behavior.return_form': 'x'}),
               OBS_SPACE, ACT_SPACE)
+
+
+def test_replay_first_discount_by_hand():
+    con = f32([[0.8, 0.7, 0.6], [0.8, 0.7, 0.6], [0.8, 0.7, 0.6], [0.8, 0.7, 0.6]])
+    term = tf.constant([[False, True], [False, False]])       # B=2, T=2 -> 4 starts, (0, 1) terminal
+    out = behavior.replay_first_discount(con, term, 0.99).numpy()
+    np.testing.assert_allclose(out[:, 0], [0.99, 0.0, 0.99, 0.99], rtol=1e-7)
+    np.testing.assert_array_equal(out[:, 1:], con.numpy()[:, 1:])
+
+
+def test_v2_first_discount_comes_from_the_replay():
+    assert configlib.load('dreamerv2').behavior.first_discount == 'replay'
+    imag, con = check_v2_release_indexing()
+    # Start (0, 1) is terminal: its discount is 0, so nothing after it counts; the head said 0.5 to 1.
+    assert con[1, 0] == 0.0 and imag[1, 0, 1] > 0.4

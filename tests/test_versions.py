@@ -872,3 +872,22 @@ def test_v2_first_discount_comes_from_the_replay():
     imag, con = check_v2_release_indexing()
     # Start (0, 1) is terminal: its discount is 0, so nothing after it counts; the head said 0.5 to 1.
     assert con[1, 0] == 0.0 and imag[1, 0, 1] > 0.4
+
+
+def test_v2_discount_head_learns_gamma_times_continue():
+    # dreamerv2/agent.py preprocess: discount = gamma (1 - is_terminal) is the head's Bernoulli
+    # target; imagine() reads the head's mean without another gamma.
+    config = configlib.load('dreamerv2', ['gym', 'debug'])
+    agent = Agent(config, OBS_SPACE, ActionSpec(discrete=True, size=2))
+    data = make_batch()
+    data['action'] = tf.one_hot(tf.zeros([2, 5], tf.int32), 2)
+    data['is_terminal'] = tf.constant([[False] * 4 + [True], [False] * 5])
+    plain = dict(data)
+    key = plain.pop('key')
+    losses, post, _ = agent.wm.loss(plain, key=key)
+    feat = agent.wm.rssm.get_feat(post)
+    p = agent.wm.cont(feat).mean().numpy().astype(np.float64)
+    y = 0.99 * (1.0 - data['is_terminal'].numpy())           # gym overlay: gamma 0.99
+    expected = -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
+    np.testing.assert_allclose(losses['con'].numpy(), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(agent.wm.imagined_discount(feat).numpy(), p, rtol=1e-6)

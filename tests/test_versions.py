@@ -891,3 +891,32 @@ def test_v2_discount_head_learns_gamma_times_continue():
     expected = -(y * np.log(p) + (1.0 - y) * np.log(1.0 - p))
     np.testing.assert_allclose(losses['con'].numpy(), expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(agent.wm.imagined_discount(feat).numpy(), p, rtol=1e-6)
+
+
+def test_v1_actor_and_critic_losses_follow_the_release_indexing():
+    # Release (dreamer/dreamer.py, _train / _imagine_ahead): 15 imagined states s_1 .. s_H after the
+    # start, pcont = gamma, t_k = r_k + gamma ((1 - lam) v_{k+1} + lam t_{k+1}) for k = 1 .. H-1 on the
+    # online critic; discount = [1, gamma, ..., gamma^(H-2)]; actor -mean(discount * t_{1..H-1});
+    # critic on s_1 .. s_{H-1} only, -mean(discount * log p(s_k)(t_k)).
+    b, t, h = 1, 3, 4
+    imag, act, post = fake_imagination(b, t, h, 4)
+    gamma, lam = 0.99, 0.95
+    imag[..., 1] = gamma
+    data = {'is_terminal': tf.zeros([b, t], tf.bool), 'reward': tf.zeros([b, t])}
+    ac, wm = release_fake('dreamerv1', imag, act, rho=0.0)
+    losses, _ = behavior.ActorCritic.loss(ac, wm, post, data)
+    rew, crit = imag[..., 0], imag[..., 2]
+    n = b * t
+    actor, critic = np.zeros((n, h - 1)), np.zeros((n, h - 1))
+    for i in range(n):
+        targets = naive_current_returns(rew[i:i + 1, 1:], imag[i:i + 1, 1:, 1], crit[i:i + 1, 1:], lam)[0]
+        for j in range(h - 1):                       # targets[j] = t_{j+1}, discount[j] = gamma^j
+            actor[i, j] = -gamma ** j * targets[j]
+            critic[i, j] = gamma ** j * (targets[j] - crit[i, j + 1]) ** 2
+    np.testing.assert_allclose(losses['actor'].numpy(), actor, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(losses['critic'].numpy(), critic, rtol=1e-4, atol=1e-4)
+
+
+def test_v1_release_forms_in_the_config():
+    c = configlib.load('dreamerv1').behavior
+    assert (c.return_form, c.first_discount, c.critic_start) == ('current', 'model', False)

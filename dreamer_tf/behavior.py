@@ -229,7 +229,8 @@ class ActorCritic(keras.layers.Layer):
             rewards/terms:        r1  ...  r_{T-2}   r_{T-1}
             returns:        R0    R1  ...  R_{T-2}            (T-1 returns)
         """
-        feat = sg(feat)
+        # The Nature release (repval_grad) lets this loss train the encoder and RSSM through feat.
+        feat = feat if self.config.get('loss.repval_grad', False) else sg(feat)
         critic = self.critic(feat)
         val = sg(critic.mean())                                       # [B, T]
         slowval = sg(self.slow_critic(feat).mean())

@@ -500,3 +500,44 @@ def test_bspace_zero_is_the_dense_projection_on_feat():
     agent = Agent(config, {'image': spaces.Box(0, 255, (64, 64, 3), np.uint8)}, ActionSpec(True, 6))
     dense = linear(512 + 128, 4 * 4 * 16) + 16
     assert agent.summary()['decoder'] == 178_387 == 80_595 - 66_320 + dense
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient routing of the replay value loss (loss.repval_grad)
+# ---------------------------------------------------------------------------------------------
+
+def replay_value_gradients(agent, data):
+    """Gradients of the replay value loss alone w.r.t. encoder, RSSM and critic (keyed noise)."""
+    keys = tf.constant([5, 6], tf.int64)
+    groups = {'encoder': agent.wm.encoder, 'rssm': agent.wm.rssm, 'critic': agent.ac.critic}
+    with tf.GradientTape() as tape:
+        _, post, _ = agent.wm.loss(data, key=keys)
+        rest = {k: v[:, CONFIG.replay_context:] for k, v in data.items()}
+        losses, _ = agent.ac.loss(agent.wm, post, rest, key=keys)
+        loss = tf.reduce_mean(losses['replay_critic'])
+    grads = tape.gradient(loss, {k: m.trainable_variables for k, m in groups.items()})
+    return {k: [np.zeros(v.shape) if g is None else g.numpy()
+                for g, v in zip(grads[k], groups[k].trainable_variables)] for k in groups}
+
+
+@pytest.mark.parametrize('setup', list(SETUPS))
+def test_replay_value_loss_trains_the_world_model_only_with_repval_grad(setup):
+    obs_space, act_space = SETUPS[setup]
+    assert CONFIG.loss.repval_grad is True                       # dreamerv3, as in the release
+    on = Agent(CONFIG, obs_space, act_space)
+    off = Agent(CONFIG.update({'loss.repval_grad': False}), obs_space, act_space)
+    # The critic's output layer starts at zero, which would block every gradient into its input.
+    out = on.ac.critic.out.kernel
+    out.assign(0.1 * np.random.default_rng(0).standard_normal(out.shape).astype(np.float32))
+    for path, var in off.weights_by_path.items():
+        var.assign(on.weights_by_path[path])
+    data = as_tensors(make_batch(obs_space, act_space))
+    on, off = replay_value_gradients(on, data), replay_value_gradients(off, data)
+    for module in ('encoder', 'rssm'):
+        # With the key the loss reaches the encoder and the RSSM through the replayed states.
+        assert sum(np.abs(g).sum() for g in on[module]) > 0, module
+        assert all(np.all(g == 0) for g in off[module]), module
+    # The critic's own gradient from the loss is the same either way (same forward pass).
+    assert any(np.abs(g).sum() > 0 for g in on['critic'])
+    for a, b in zip(on['critic'], off['critic']):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)

@@ -91,8 +91,13 @@ class WorldModel(keras.layers.Layer):
         return self.config.loss.rec if name in self.obs_keys else self.config.loss[name]
 
     def _latent_metrics(self, post, prior):
-        return {'post_ent': tf.reduce_mean(self.rssm.get_dist(post).entropy()),
-                'prior_ent': tf.reduce_mean(self.rssm.get_dist(prior).entropy())}
+        metrics = {'post_ent': tf.reduce_mean(self.rssm.get_dist(post).entropy()),
+                   'prior_ent': tf.reduce_mean(self.rssm.get_dist(prior).entropy())}
+        if self.config.loss.get('kl_form', 'dyn_rep') != 'dyn_rep':
+            # V1/V2 log max(mean KL, free nats), which hides whether the clip holds (and the prior
+            # gets no gradient); the raw mean KL(post || prior) shows it.
+            metrics['kl_raw'] = tf.reduce_mean(self.rssm.kl(post, prior))
+        return metrics
 
 
 ENCODERS = {'v3': nets.Encoder, 'strided': nets.StridedEncoder}

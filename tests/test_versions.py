@@ -920,3 +920,20 @@ def test_v1_actor_and_critic_losses_follow_the_release_indexing():
 def test_v1_release_forms_in_the_config():
     c = configlib.load('dreamerv1').behavior
     assert (c.return_form, c.first_discount, c.critic_start) == ('current', 'model', False)
+
+
+def test_v1_logs_the_raw_kl_beside_the_clipped_loss(v1_agent):
+    wm = v1_agent.wm
+    data = make_batch()
+    plain = dict(data)
+    key = plain.pop('key')
+    losses, _, metrics = wm.loss(plain, key=key)
+    # The same keyed filtering again gives the posterior and prior that the loss saw.
+    post, prior = wm.rssm.observe(wm.encoder(plain), plain['action'], plain['is_first'], key=key)
+    naive = naive_gauss_kl(post['mean'].numpy(), post['std'].numpy(), prior['mean'].numpy(),
+                           prior['std'].numpy()).mean()
+    np.testing.assert_allclose(metrics['kl_raw'].numpy(), naive, rtol=1e-5)
+    # The loss is max(mean KL, 3 free nats): it can sit at exactly 3 while the raw KL is below it.
+    np.testing.assert_allclose(losses['kl'].numpy(), max(naive, 3.0), rtol=1e-5)
+    assert 'kl_raw' not in Agent(configlib.load('dreamerv3_2023', ['dmc_proprio', 'debug']), OBS_SPACE,
+                                 ACT_SPACE).wm.loss(plain, key=key)[2]

@@ -511,8 +511,8 @@ class Decoder(keras.layers.Layer):
 class Head(keras.layers.Layer):
     """MLP on feat followed by an output layer that parameterises a distribution.
 
-    kind: 'twohot' (V3 reward, critic), 'unit_normal' (V1 reward, value: Normal(mean, 1)), 'mse' (V2
-    reward, value: squared error), 'binary' (continue), 'normal' (V3 continuous actor), 'tanh_normal'
+    kind: 'twohot' (V3 reward, critic), 'unit_normal' (V1 and V2 reward, value: Normal(mean, 1), the
+    V2 release's 'mse'), 'mse' (full squared error; no version uses it for a head), 'binary' (continue), 'normal' (V3 continuous actor), 'tanh_normal'
     (V1), 'trunc_normal' (V2), 'onehot' (discrete actor).
     """
 

@@ -16,7 +16,7 @@ from dreamer_tf import config as configlib
 from dreamer_tf.dream import open_loop_grid
 from dreamer_tf.envs.crafter import ACHIEVEMENTS
 from dreamer_tf.replay import Replay
-from dreamer_tf.results import aggregate, plots, reference
+from dreamer_tf.results import aggregate, curves, plots, reference
 from dreamer_tf.results import runs as runlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -174,6 +174,81 @@ def test_report_of_crafter_runs_and_the_cli(tmp_path):
     bad = subprocess.run([sys.executable, str(ROOT / 'results' / 'plot.py'), f'--logdir={tmp_path}',
                           '--benchmark=dmc_vision', f'--out={out}'], capture_output=True, text=True)
     assert bad.returncode == 2 and 'no dreamerv3 dmc_vision runs' in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# A run's committed record (results/curves/)
+
+
+def write_cartpole_run(run_dir):
+    """A 100k-step cartpole_balance logdir: episodes k = 1..13 score 10 k at 1000 k steps, with a restart.
+
+    Run rows every 2000 steps log updates = step / 2, after the episode row of the same step. After
+    the 12th episode the run logs steps 13000 and 14000, then restarts from the 12000 checkpoint: those
+    two rows are rolled back and the 13th episode comes again, scoring 130.
+    """
+    run_dir.mkdir(parents=True)
+    config = configlib.load('dreamerv3', ['dmc_proprio', 'debug'],
+                            ['env.task=cartpole_balance', 'run.steps=100000'])
+    config.save(run_dir / 'config.yaml')
+    rows = []
+    for k in range(1, 13):
+        rows.append({'step': 1000 * k, 'episode/score': 10.0 * k, 'episode/wall_minutes': 2.0 * k})
+        if k % 2 == 0:
+            rows.append({'step': 1000 * k, 'run/updates': 500.0 * k, 'run/wall_minutes': 2.0 * k})
+        rows.append({'step': 1000 * k, 'train/loss/total': 1.0})
+    rows += [{'step': 13000, 'episode/score': 999.0, 'episode/wall_minutes': 26.0},
+             {'step': 14000, 'run/updates': 999.0, 'run/wall_minutes': 28.0},
+             {'step': 13000, 'episode/score': 130.0, 'episode/wall_minutes': 26.5},
+             {'step': 14000, 'run/updates': 7000.0, 'run/wall_minutes': 28.5}]
+    with open(run_dir / 'metrics.jsonl', 'w') as f:
+        f.writelines(json.dumps(row) + '\n' for row in rows)
+        f.write('{"step": 15000, "episode/sco')          # a run killed mid-line
+
+
+def test_record_means_the_last_ten_episodes_and_drops_rolled_back_rows(tmp_path):
+    write_cartpole_run(tmp_path / 'run')
+    rows = curves.record(tmp_path / 'run')
+    assert [r['env_step'] for r in rows] == [1000 * k for k in range(1, 14)]
+    # Scores 10, 20, ..., 130: the first nine means grow one episode at a time, then ten slide.
+    expected = [np.mean([10 * j for j in range(max(1, k - 9), k + 1)]) for k in range(1, 14)]
+    assert expected[:2] == [10, 15] and expected[9:] == [55, 65, 75, 85]
+    np.testing.assert_allclose([r['score'] for r in rows], expected)
+    assert [r['wall_minutes'] for r in rows] == [2.0 * k for k in range(1, 13)] + [26.5]
+    # Updates of the newest run row at or before the step (same step counts, 14000 is after 13000).
+    assert [r['updates'] for r in rows] == [None] + [500.0 * (k - k % 2) for k in range(2, 13)] + [6000.0]
+    path = curves.write_record(rows, tmp_path / 'out.csv')
+    assert path.read_text().splitlines()[:3] == ['env_step,wall_minutes,score,updates',
+                                                 '1000,2.00,10.000,', '2000,4.00,15.000,1000']
+    table = curves.read_record(path)
+    assert list(table) == list(curves.COLUMNS) and len(table['score']) == 13
+    assert np.isnan(table['updates'][0]) and table['score'][-1] == 85
+    thin = curves.record(tmp_path / 'run', max_rows=5)
+    assert [r['env_step'] for r in thin] == [1000, 4000, 7000, 10000, 13000]
+
+
+def test_record_run_writes_csv_and_png_and_replots_from_the_csv_alone(tmp_path):
+    import matplotlib.image
+    write_cartpole_run(tmp_path / 'run')
+    script = [sys.executable, str(ROOT / 'results' / 'record_run.py')]
+    result = subprocess.run(script + [f'--logdir={tmp_path / "run"}', f'--out={tmp_path / "curves"}'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    csv_path = tmp_path / 'curves' / 'dreamerv3-dmc_proprio-cartpole_balance.csv'
+    image = matplotlib.image.imread(csv_path.with_suffix('.png'))
+    assert image.ndim == 3 and image.shape[0] > 200 and image.shape[2] in (3, 4)
+    assert curves.read_record(csv_path)['env_step'][-1] == 13000
+    # A new machine without the logdir: the committed CSV alone re-plots.
+    alone = tmp_path / 'clone' / csv_path.name
+    alone.parent.mkdir()
+    alone.write_bytes(csv_path.read_bytes())
+    result = subprocess.run(script + [f'--csv={alone}', '--steps=100000'], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert matplotlib.image.imread(alone.with_suffix('.png')).ndim == 3
+    bad = tmp_path / 'cartpole.csv'
+    bad.write_bytes(csv_path.read_bytes())
+    result = subprocess.run(script + [f'--csv={bad}'], capture_output=True, text=True)
+    assert result.returncode == 2 and '<version>-<benchmark>-<task>.csv' in result.stderr
 
 
 # ---------------------------------------------------------------------------------------------

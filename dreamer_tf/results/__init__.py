@@ -5,6 +5,7 @@
 - `reference`: the compact published tables in `results/reference/` (derived by
   `results/derive_reference.py` from `../shared/reference_scores/`).
 - `runs`: our runs' metrics.jsonl files, single logdirs or sweeps.
+- `curves`: the small committed record of one run's curve (`results/curves/*.csv`).
 - `plots`: matplotlib figures and the Markdown summary behind `results/plot.py`.
 
 Only `plots` imports matplotlib; none of these modules imports TensorFlow.

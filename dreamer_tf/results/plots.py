@@ -6,6 +6,8 @@
 - `aggregate.png`: mean and median over tasks of the (human-normalised, for Atari) per-task curves;
 - `crafter_success.png` (Crafter): success rate per achievement, ours against the human experts';
 - `summary.md`: the per-task final scores and the aggregates with 95% bootstrap intervals.
+
+`record_figure(csv, png)` draws one run's committed record (`curves.py`) against the released curve.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pathlib
 
 import numpy as np
 
-from dreamer_tf.results import aggregate, reference
+from dreamer_tf.results import aggregate, curves, reference
 from dreamer_tf.results import runs as runlib
 
 
@@ -133,6 +135,62 @@ def crafter_bars(summary, crafter_reference, path):
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
+
+
+def _release(ax, table, task, end):
+    """The released curve of `task` up to `end`: mean over seeds and min-max band."""
+    if not table or task not in table['tasks']:
+        return
+    ref, keep = table['tasks'][task], table['grid'] <= end
+    ax.fill_between(table['grid'][keep], ref['min'][keep], ref['max'][keep], color='tab:gray', alpha=0.25,
+                    lw=0, label='release, min-max over seeds')
+    ax.plot(table['grid'][keep], ref['mean'][keep], color='tab:gray', lw=1.2,
+            label=f"release, mean of {ref['seeds']} seeds")
+
+
+def _last_point(ax, data, table, task):
+    """Mark our newest point and spell it out, with the release's mean at the same step."""
+    x, y = data['env_step'][-1], data['score'][-1]
+    minutes, updates = data['wall_minutes'][-1], data['updates'][-1]
+    text = f'ours: {y:.0f} at {x:,.0f} steps'
+    text += f'\n{minutes:.0f} min' if np.isfinite(minutes) else ''
+    text += f', {updates:,.0f} updates' if np.isfinite(updates) else ''
+    known = table and task in table['tasks']
+    release = np.interp(x, table['grid'], table['tasks'][task]['mean'], left=np.nan) if known else np.nan
+    text += f'\nrelease mean there: {release:.0f}' if np.isfinite(release) else ''
+    ax.plot([x], [y], 'o', color='tab:blue', ms=5)
+    ax.annotate(text, (x, y), xytext=(0.03, 0.95), textcoords='axes fraction', va='top', fontsize=8,
+                arrowprops=dict(arrowstyle='->', color='tab:blue', lw=0.8))
+
+
+def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW):
+    """Plot the record at `path` (named <version>-<benchmark>-<task>.csv) against the released curve.
+
+    The x-axis ends at `end` (the run's step budget); by default at the record's last step rounded up
+    to the protocol's grid, since the CSV alone does not hold the budget.
+    """
+    plt = _pyplot()
+    version, benchmark, task = curves.parse_name(path)
+    data = curves.read_record(path)
+    if not len(data['env_step']):
+        raise ValueError(f'{path}: the record has no rows')
+    proto = aggregate.protocol(benchmark, version)
+    end = end or proto.grid * np.ceil(data['env_step'][-1] / proto.grid)
+    table = reference.curves(benchmark, version, reference_dir)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    _release(ax, table, task, end)
+    ax.plot(data['env_step'], data['score'], color='tab:blue', lw=1.5,
+            label=f'ours, mean of the last {window} episodes')
+    _last_point(ax, data, table, task)
+    ax.set_xlim(0, end)
+    ax.set_xlabel('frames' if 'human' in proto.label else 'env steps', fontsize=9)
+    ax.set_ylabel('episode return', fontsize=9)
+    ax.set_title(f'{version} {benchmark} {task}', fontsize=10)
+    ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return pathlib.Path(out)
 
 
 # ------------------------------------------------------------------------------------------------

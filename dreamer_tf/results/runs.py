@@ -18,20 +18,26 @@ METRICS_FILE = 'metrics.jsonl'     # dreamer_tf.logger's file; not imported from
 ACHIEVEMENT_PREFIX = 'episode/achievement_'
 
 
-def episode_rows(run_dir):
-    """The metrics.jsonl rows that record a finished training episode (a cut last line is skipped)."""
+def metric_rows(run_dir, keys):
+    """The metrics.jsonl rows holding any of `keys` (not null), in file order; a cut last line is skipped."""
+    quoted = [f'"{key}"' for key in keys]
     rows = []
     with open(pathlib.Path(run_dir) / METRICS_FILE, encoding='utf-8') as f:
         for line in f:
-            if '"episode/score"' not in line:
+            if not any(q in line for q in quoted):   # cheap on long runs: parse only lines that can match
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError:   # a run killed mid-write; logger.read_metrics allows it too
                 continue
-            if row.get('episode/score') is not None:
+            if any(row.get(key) is not None for key in keys):
                 rows.append(row)
     return rows
+
+
+def episode_rows(run_dir):
+    """The metrics.jsonl rows that record a finished training episode (a cut last line is skipped)."""
+    return metric_rows(run_dir, ['episode/score'])
 
 
 def benchmark_of(config):

@@ -59,6 +59,9 @@ class BlockLinear(keras.layers.Layer):
         # width, which is also what the Nature release's initialiser does for block layers.
         self.kernel = self.add_weight(shape, init, name='kernel')
         self.bias = self.add_weight((units,), 'zeros', name='bias')
+        # All weights exist now; BlockGRU reads this kernel without calling the layer, so Keras
+        # would otherwise warn that 'core' has an unbuilt sub-layer.
+        self.built = True
 
     def call(self, x):
         # x: [N, in_dim] -> [N, G, in/G] -> per-block matmul -> [N, units]

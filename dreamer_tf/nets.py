@@ -515,8 +515,9 @@ class Head(keras.layers.Layer):
     """MLP on feat followed by an output layer that parameterises a distribution.
 
     kind: 'twohot' (V3 reward, critic), 'unit_normal' (V1 and V2 reward, value: Normal(mean, 1), the
-    V2 release's 'mse'), 'mse' (full squared error; no version uses it for a head), 'binary' (continue), 'normal' (V3 continuous actor), 'tanh_normal'
-    (V1), 'trunc_normal' (V2), 'onehot' (discrete actor).
+    V2 release's 'mse'), 'mse' (full squared error; no version uses it for a head), 'binary'
+    (continue), 'normal' (V3 continuous actor), 'tanh_normal' (V1), 'trunc_normal' (V2), 'onehot'
+    (discrete actor).
     """
 
     def __init__(self, kind, in_dim, out_dim=1, layers=1, units=1024, norm='rms', act='silu',

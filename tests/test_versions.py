@@ -20,6 +20,7 @@ from dreamer_tf.agent import Agent
 from dreamer_tf.config import Config
 from dreamer_tf.envs import ActionSpec
 from dreamer_tf.rssm import RSSM
+from test_losses import FakeActorDist, SquareDist
 
 VECTOR = 5
 OBS_SPACE = {'vector': spaces.Box(-np.inf, np.inf, (VECTOR,), np.float32)}
@@ -670,7 +671,8 @@ def test_v2_crafter_is_the_releases_crafter_setting():
     assert (c.rssm.deter, c.rssm.hidden, c.rssm.stoch, c.rssm.classes) == (1024, 1024, 32, 32)
     norms = {k: v for k, v in c.flat().items() if k.endswith('.norm')}
     assert len(norms) == 7 and set(norms.values()) == {'layer'}, norms
-    assert (c.loss.kl, c.loss.con, c.loss.rew, c.loss.free_nats, c.loss.kl_balance) == (1.0, 1.0, 1.0, 0.0, 0.8)
+    loss = c.loss
+    assert (loss.kl, loss.con, loss.rew, loss.free_nats, loss.kl_balance) == (1.0, 1.0, 1.0, 0.0, 0.8)
     assert c.loss.reward_transform == 'tanh'
     assert (c.behavior.discount, c.behavior.actent, c.behavior.actor_grad_disc) == (0.999, 3e-3, 1.0)
     assert {k: c.opt[k].lr for k in ('model', 'actor', 'critic')} == pytest.approx(
@@ -755,32 +757,6 @@ def test_current_returns_by_hand_and_naive():
     np.testing.assert_allclose(out, naive_current_returns(rew, con, val, 0.9), rtol=1e-5, atol=1e-5)
 
 
-class _Square:
-    """Stand-in head output: mean() = m, log_prob(x) = -(x - m)^2."""
-
-    def __init__(self, m):
-        self.m = m
-
-    def mean(self):
-        return self.m
-
-    def log_prob(self, x):
-        return -tf.square(x - self.m)
-
-
-class _FakeActor:
-    """log_prob(a) = feat[..., 4] * a[..., 0], entropy() = feat[..., 5]."""
-
-    def __init__(self, feat):
-        self.feat = feat
-
-    def log_prob(self, action):
-        return self.feat[..., 4] * action[..., 0]
-
-    def entropy(self):
-        return self.feat[..., 5]
-
-
 def release_fake(version, imag, act, rho):
     """ActorCritic with the version's settings and its networks replaced by feat columns:
     0 reward, 1 discount (gamma inside), 2 critic, 3 slow critic, 4 logpi factor, 5 entropy."""
@@ -791,8 +767,8 @@ def release_fake(version, imag, act, rho):
         retnorm=None, replay_scale=0.0, return_critic=b.return_critic, weight_form=b.weight,
         return_form=b.get('return_form', 'next'), first_discount=b.get('first_discount', 'model'),
         critic_start=b.get('critic_start', True),
-        critic=lambda feat: _Square(feat[..., 2]), slow_critic=lambda feat: _Square(feat[..., 3]),
-        actor=_FakeActor, policy_sample=lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1]))
+        critic=lambda feat: SquareDist(feat[..., 2]), slow_critic=lambda feat: SquareDist(feat[..., 3]),
+        actor=FakeActorDist, policy_sample=lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1]))
     ac.imag_losses = functools.partial(behavior.ActorCritic.imag_losses, ac)
 
     def imagine(policy, start, length, key=None):
@@ -801,7 +777,7 @@ def release_fake(version, imag, act, rho):
 
     wm = types.SimpleNamespace(
         rssm=types.SimpleNamespace(imagine=imagine, get_feat=lambda state: state['f']),
-        reward=lambda feat: _Square(feat[..., 0]), imagined_discount=lambda feat: feat[..., 1])
+        reward=lambda feat: SquareDist(feat[..., 0]), imagined_discount=lambda feat: feat[..., 1])
     return ac, wm
 
 

@@ -17,6 +17,7 @@ import sys
 from absl import app, flags, logging
 
 from dreamer_tf import config as configlib
+from dreamer_tf import quiet
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string('task', None, "Task of the benchmark, e.g. cartpole_balance; 'all' or a "
@@ -31,6 +32,7 @@ flags.DEFINE_string('version', 'dreamerv3', 'Agent version (a dreamer_tf/configs
 flags.DEFINE_list('seeds', [], "Seeds of a sweep, e.g. 0,1,2 (default: the paper's seeds).")
 flags.DEFINE_bool('override_config', False, 'Continue a logdir whose saved config differs from this one '
                   '(the old config.yaml is kept as config.<time>.yaml); without it such a logdir is refused.')
+flags.DEFINE_bool('verbose', False, "Show TensorFlow's C++ and Python logs (hidden by default).")
 flags.mark_flags_as_required(['task', 'logdir'])
 
 # Written into a sweep run's logdir when it finishes; holds run.steps so a longer budget reruns it.
@@ -98,7 +100,9 @@ def main(benchmark):
     def run(argv):
         if len(argv) > 1:
             raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-        logging.set_verbosity(logging.WARNING)  # keep TF's checkpoint chatter off the console
+        quiet.start(FLAGS.verbose)   # before anything imports TensorFlow
+        if not FLAGS.verbose:
+            logging.set_verbosity(logging.WARNING)  # keep TF's checkpoint chatter off the console
         _unshadow_packages()
         try:
             runs = plan(benchmark, FLAGS.task, FLAGS.seeds, FLAGS.logdir, FLAGS.version, FLAGS.seed)

@@ -13,12 +13,11 @@ current step. A bar on top of each frame is green during the context and red whi
 """
 
 import argparse
-import os
 import sys
 
 import numpy as np
 
-from dreamer_tf import media
+from dreamer_tf import media, quiet
 
 MAX_PLOTTED_DIMS = 16
 _GREEN, _RED, _BLUE = (40, 170, 60), (210, 50, 40), (30, 110, 190)
@@ -175,8 +174,10 @@ def main(argv=None):
     parser.add_argument('--length', type=int, default=50, help='total steps shown (context + imagined)')
     parser.add_argument('--seed', type=int, default=None, help="environment seed (default: the eval seed)")
     parser.add_argument('--fps', type=int, default=10)
+    parser.add_argument('--verbose', action='store_true',
+                        help="show TensorFlow's C++ and Python logs (hidden by default)")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    quiet.start(args.verbose)   # before `import dreamer_tf` loads TensorFlow
     import dreamer_tf
     try:
         agent = dreamer_tf.load(args.logdir)

@@ -14,7 +14,7 @@ import sys
 
 import numpy as np
 
-from dreamer_tf import media
+from dreamer_tf import media, quiet
 
 
 def run_episodes(agent, episodes, seed=None, mode='eval', video=False):
@@ -86,6 +86,8 @@ def parse_args(argv):
                         help="'eval' takes the actor's mode, 'explore' samples it")
     parser.add_argument('--video', default=None, help='write the episodes to this .mp4 or .gif')
     parser.add_argument('--fps', type=int, default=25)
+    parser.add_argument('--verbose', action='store_true',
+                        help="show TensorFlow's C++ and Python logs (hidden by default)")
     parser.add_argument('--out', default=None, help='scores JSON (default <logdir>/eval/scores.json)')
     args = parser.parse_args(argv)
     if args.episodes < 1:
@@ -96,7 +98,7 @@ def parse_args(argv):
 def main(argv=None):
     """Command line: bad input, a missing logdir or unreadable checkpoints exit 2 with one message."""
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')   # keep TensorFlow's C++ start-up chatter off
+    quiet.start(args.verbose)   # before `import dreamer_tf` loads TensorFlow
     import dreamer_tf
     try:
         agent = dreamer_tf.load(args.logdir)

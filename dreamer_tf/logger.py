@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 METRICS_FILE = 'metrics.jsonl'
 
@@ -151,66 +152,72 @@ class FPS:
 
 
 class Progress:
-    """A one-line console status, e.g. `step 12,000/50,000 | 143 fps | score 512.3 | loss 0.52`.
+    """One console line: env steps done and total, env steps/s, updates/s, the mean score of the last
+    10 episodes and the ETA, e.g. `12,000/50,000 env steps | 143 env steps/s, 4.5 updates/s, score 512.3 |
+    ETA 04:26`, all formatted by tqdm.
 
-    On a terminal the line is rewritten in place; when stdout is a file or pipe (cluster logs) a normal
-    line is printed at most every `min_interval` seconds so the log does not grow with every step.
+    On a terminal a tqdm bar is redrawn in place. When stdout is a file or pipe (CI, cluster logs) the
+    same text is printed as a plain line at most every `min_interval` seconds, and at the last step.
     """
 
-    def __init__(self, total_steps, min_interval=10.0, clock=time.monotonic):
+    def __init__(self, total_steps, start=0, min_interval=10.0, clock=time.monotonic):
         self.total_steps = int(total_steps)
+        self.start = int(start)              # a resumed run's first step, so rates count this run only
         self.min_interval = float(min_interval)
         self._clock = clock
+        self._began = clock()
         self._last_print = None
-        self._width = 0
+        self._bar = None
 
-    def format(self, step, fps=None, score=None, extra=None):
-        parts = [f'step {int(step):,}/{self.total_steps:,}']
-        if fps is not None:
-            parts.append(f'{fps:,.0f} fps')
-        if score is not None:
-            parts.append(f'score {score:.1f}')
-        for name, value in (extra or {}).items():
-            parts.append(f'{name} {_format_value(value)}')
-        return ' | '.join(parts)
+    def format(self, step, fps=None, updates_per_sec=None, score=None):
+        """The plain line for `step`; the ETA comes from `fps` (or the average rate when it is None)."""
+        return tqdm.tqdm.format_meter(
+            int(step), self.total_steps, self._clock() - self._began, rate=fps, initial=self.start,
+            unit=' env steps', unit_scale=True, bar_format=LINE,
+            postfix=_postfix(updates_per_sec, score))
 
-    def update(self, step, fps=None, score=None, extra=None):
+    def update(self, step, fps=None, updates_per_sec=None, score=None):
         # sys.stdout is looked up per call so that redirection after construction (tests, notebooks) holds.
-        stream = sys.stdout
-        line = self.format(step, fps, score, extra)
-        if _is_tty(stream):
-            stream.write('\r' + line.ljust(self._width))
-            self._width = len(line)
-        else:
-            now = self._clock()
-            final = int(step) >= self.total_steps
-            recent = (self._last_print is not None
-                      and now - self._last_print < self.min_interval)
-            if not final and recent:
-                return
-            self._last_print = now
-            stream.write(line + '\n')
-        stream.flush()
+        if _is_tty(sys.stdout):
+            self._redraw(step, updates_per_sec, score)
+            return
+        now = self._clock()
+        final = int(step) >= self.total_steps
+        if not final and self._last_print is not None and now - self._last_print < self.min_interval:
+            return
+        self._last_print = now
+        sys.stdout.write(self.format(step, fps, updates_per_sec, score) + '\n')
+        sys.stdout.flush()
+
+    def _redraw(self, step, updates_per_sec, score):
+        if self._bar is None:   # made on first use: tqdm draws as soon as it exists
+            self._bar = tqdm.tqdm(total=self.total_steps, initial=self.start, unit=' env steps',
+                                  unit_scale=True, bar_format='{percentage:3.0f}%|{bar:16}| ' + LINE,
+                                  file=sys.stdout, dynamic_ncols=True, mininterval=0)
+        self._bar.set_postfix_str(_postfix(updates_per_sec, score) or '', refresh=False)
+        self._bar.update(int(step) - self._bar.n)
 
     def close(self):
         """End the in-place line so that later output starts on a fresh line."""
-        if self._width and _is_tty(sys.stdout):
-            sys.stdout.write('\n')
-            sys.stdout.flush()
-        self._width = 0
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
+# tqdm's format fields; `n` and `total` unformatted so that step counts read 12,000 rather than 12.0k.
+LINE = '{n:,}/{total:,} env steps | {rate_fmt}{postfix} | ETA {remaining}'
+
+
+def _postfix(updates_per_sec, score):
+    parts = []
+    if updates_per_sec is not None:
+        parts.append(f'{updates_per_sec:.1f} updates/s')
+    if score is not None:
+        parts.append(f'score {score:.1f}')
+    return ', '.join(parts) or None
 
 
 def _is_tty(stream):
     isatty = getattr(stream, 'isatty', None)
     return bool(isatty and isatty())
 
-
-def _format_value(value):
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (tf.Tensor, tf.Variable)):
-        value = value.numpy()
-    value = float(value)
-    if value.is_integer() and abs(value) < 1e15:
-        return f'{int(value):,}'
-    return f'{value:.4g}'

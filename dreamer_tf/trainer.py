@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dreamer_tf import checkpoints
+from dreamer_tf import __version__, checkpoints
 from dreamer_tf import config as configlib
 from dreamer_tf import dream
 from dreamer_tf import envs as envlib
@@ -247,10 +247,12 @@ class Trainer:
 
     def run(self):
         cfg = self.config.run
+        print(banner(self.config, self.strategy, self.agent, self.logdir), flush=True)
         self.restore()
         self.clock = time.monotonic()   # wall-clock counts training, not start-up
-        progress = Progress(cfg.steps)
-        fps = FPS()
+        progress = Progress(cfg.steps, start=self.env_steps)
+        fps = (FPS(), FPS())             # env steps/s and updates/s
+        fps[1].update(int(self.counters.updates.numpy()))   # so the first line already has updates/s
         obs = [self._reset(i) for i in range(len(self.envs))]
         state = self.agent.initial_state(len(self.envs))
         next_log = self._next(cfg.log_every)
@@ -399,17 +401,17 @@ class Trainer:
         for metrics in self.pending:
             self.logger.add({k: float(v) for k, v in metrics.items()}, prefix='train')
         self.pending = []
-        rate = fps.update(self.env_steps)
+        updates = int(self.counters.updates.numpy())
+        rate, update_rate = fps[0].update(self.env_steps), fps[1].update(updates)
         recent = float(np.mean(self.scores[-10:])) if self.scores else None
-        self.logger.add({'updates': int(self.counters.updates.numpy()),
+        self.logger.add({'updates': updates,
                          'skipped_updates': int(self.counters.skipped_updates.numpy()),
                          'replay_steps': len(self.replay), 'wall_minutes': self.wall_minutes()},
                         prefix='run')
         if rate is not None:
             self.logger.add({'fps': rate}, prefix='run')
         self.logger.write(self.env_steps)
-        progress.update(self.env_steps, fps=rate, score=recent,
-                        extra={'updates': int(self.counters.updates.numpy())})
+        progress.update(self.env_steps, fps=rate, updates_per_sec=update_rate, score=recent)
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -445,6 +447,25 @@ class Trainer:
         grid = dream.open_loop_grid(data['image'], preds['image'], context)
         self.logger.image('report/open_loop', grid, self.env_steps)
         return grid
+
+
+def banner(config, strategy, agent, logdir):
+    """The one line a run prints before its progress: what runs, on what, and where it writes."""
+    params = sum(int(np.prod(v.shape)) for v in agent.weights_by_path.values())
+    benchmark = config.overlays[0] if config.overlays else config.env.suite
+    return (f'dreamer_tf {__version__} | {config.version} {benchmark} {config.env.task} | '
+            f'{device_name(strategy)} | {config.precision} | XLA {"on" if config.jit else "off"} | '
+            f'{params / 1e6:.2f}M parameters | {logdir}')
+
+
+def device_name(strategy):
+    """`CPU`, or the GPU model with a count when the strategy spans several, e.g. `2x NVIDIA H100`."""
+    gpus = tf.config.list_physical_devices('GPU')
+    if not gpus:
+        return 'CPU'
+    name = tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')
+    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
+    return f'{replicas}x {name}' if replicas > 1 else name
 
 
 def seed_everything(seed, deterministic=False):

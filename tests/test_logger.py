@@ -110,37 +110,56 @@ def test_tensorboard_event_holds_scalar(tmp_path):
 
 
 def test_progress_format():
-    progress = Progress(50000)
-    line = progress.format(12000, fps=143.4, score=512.34, extra={'loss': 0.123456, 'updates': 30})
-    assert line == 'step 12,000/50,000 | 143 fps | score 512.3 | loss 0.1235 | updates 30'
-    assert progress.format(5) == 'step 5/50,000'
+    clock = FakeClock()
+    progress = Progress(50000, clock=clock)
+    clock.now = 100.0
+    # The ETA comes from the given rate: 38,000 steps left at 152 steps/s is 250 s.
+    line = progress.format(12000, fps=152.0, updates_per_sec=4.48, score=512.34)
+    assert line == '12,000/50,000 env steps | 152 env steps/s, 4.5 updates/s, score 512.3 | ETA 04:10'
+    # Without a rate, tqdm's average since the start: 12,000 steps in 100 s, 38,000 left is 317 s.
+    assert progress.format(12000) == '12,000/50,000 env steps | 120 env steps/s | ETA 05:16'
+
+
+def test_progress_rates_count_a_resumed_run_from_its_first_step():
+    clock = FakeClock()
+    progress = Progress(50000, start=40000, clock=clock)
+    clock.now = 50.0
+    # 2,000 steps in 50 s is 40 steps/s; 8,000 left is 200 s.
+    assert progress.format(42000) == '42,000/50,000 env steps | 40.0 env steps/s | ETA 03:20'
 
 
 def test_progress_prints_lines_at_most_every_interval(capsys):
     clock = FakeClock()
     progress = Progress(100, min_interval=10.0, clock=clock)
+    clock.now = 1.0
     progress.update(1, fps=5.0)
     clock.now = 5.0
     progress.update(2)  # Too soon after the first line.
     clock.now = 11.0
-    progress.update(3, score=1.0)
-    progress.update(100)  # The final step is always shown.
+    progress.update(3, fps=2.0, score=1.0)
+    progress.update(100, fps=1.0)  # The final step is always shown.
     assert capsys.readouterr().out.splitlines() == [
-        'step 1/100 | 5 fps', 'step 3/100 | score 1.0', 'step 100/100']
+        '1/100 env steps | 5.00 env steps/s | ETA 00:19',
+        '3/100 env steps | 2.00 env steps/s, score 1.0 | ETA 00:48',
+        '100/100 env steps | 1.00 env steps/s | ETA 00:00']
 
 
-def test_progress_rewrites_line_on_tty(monkeypatch):
+def test_progress_redraws_a_tqdm_bar_on_tty(monkeypatch):
     class Terminal(io.StringIO):
         def isatty(self):
             return True
     terminal = Terminal()
     monkeypatch.setattr('sys.stdout', terminal)
     progress = Progress(1000)
-    progress.update(100, extra={'loss': 2.5})
-    progress.update(200)
+    progress.update(100, updates_per_sec=2.0, score=3.0)
+    progress.update(1000)
     progress.close()
-    first, second = 'step 100/1,000 | loss 2.5', 'step 200/1,000'
-    assert terminal.getvalue() == '\r' + first + '\r' + second.ljust(len(first)) + '\n'
+    text = terminal.getvalue()
+    first = next(part for part in text.split('\r') if '100/1,000' in part)   # tqdm drew 0/1,000 first
+    last = text.split('\r')[-1]
+    assert first.startswith(' 10%|') and '| 100/1,000 env steps |' in first and 'ETA' in first
+    assert '2.0 updates/s, score 3.0' in first
+    assert last.startswith('100%|') and '1,000/1,000 env steps' in last and last.endswith('\n')
 
 
 def test_fps_between_calls():

@@ -8,6 +8,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -68,6 +69,44 @@ def test_script_runs_and_resumes(script, tmp_path):
     assert max(m['step'] for m in new) == 800
     updates = [m['run/updates'] for m in new if 'run/updates' in m]
     assert updates and updates[0] > max(m.get('run/updates', 0) for m in metrics)
+
+
+# What a new user must not see: TensorFlow, absl, CUDA or Keras messages, native or from Python.
+NOISE = re.compile(r'tensorflow|absl|cuda|cudnn|cublas|cufft|onednn|keras|UserWarning', re.IGNORECASE)
+PROGRESS = re.compile(r'[\d,]+/[\d,]+ env steps \| .* env steps/s.* \| ETA ')
+BANNER = re.compile(r'dreamer_tf \S+ \| dreamerv3 gym CartPole-v1 \| .+ \| float32 \| XLA (on|off) \| '
+                    r'\d+\.\d\dM parameters \| ')
+
+
+def run_quickstart(logdir, steps):
+    """The README's first command (with the debug overlay) as a new user runs it: no TF_CPP_MIN_LOG_LEVEL,
+    stderr and stdout in one stream."""
+    env = {key: value for key, value in os.environ.items() if key != 'TF_CPP_MIN_LOG_LEVEL'}
+    env['PYTHONPATH'] = str(ROOT)
+    cmd = [sys.executable, 'reproduce/gym_classic.py', '--task=CartPole-v1', '--configs=debug',
+           f'--steps={steps}', f'--logdir={logdir}']
+    return subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=600,
+                          env=env, cwd=ROOT)
+
+
+def test_quickstart_prints_a_banner_then_progress_and_still_shows_real_warnings(tmp_path):
+    logdir = tmp_path / 'quickstart'
+    result = run_quickstart(logdir, 600)
+    assert result.returncode == 0, result.stdout[-3000:]
+    lines = result.stdout.splitlines()
+    first_progress = next(i for i, line in enumerate(lines) if PROGRESS.match(line))
+    assert first_progress <= 2, lines[:first_progress + 1]      # at most 3 lines up to the progress
+    assert BANNER.match(lines[0]) and lines[0].endswith(str(logdir)), lines[0]
+    assert [line for line in lines if NOISE.search(line)] == []
+
+    # A corrupt replay file and a corrupt newest checkpoint are real problems: their warnings show.
+    replay_file = sorted((logdir / 'replay').glob('*.npz'))[0]
+    replay_file.write_bytes(replay_file.read_bytes()[:100])
+    (logdir / 'checkpoints' / 'ckpt-600.data-00000-of-00001').write_bytes(b'')
+    again = run_quickstart(logdir, 800)
+    assert again.returncode == 0, again.stdout[-3000:]
+    assert 'skipping unreadable replay file' in again.stdout, again.stdout[-3000:]
+    assert 'ckpt-600 could not be read' in again.stdout and 'at step 500' in again.stdout, again.stdout
 
 
 # (script, arguments, exit status, what the one-line message must name). Config errors exit before

@@ -335,6 +335,53 @@ def parse_override(text):
                           "quote strings that contain [ ] { } : or #, e.g. key='a:b'") from None
 
 
+# The allowed range of every numeric key, by full-match pattern; the first matching pattern rules.
+_AT_LEAST_1 = ('an integer >= 1', lambda v: v >= 1)
+_NONNEGATIVE = ('a number >= 0', lambda v: v >= 0)
+_POSITIVE = ('a number > 0', lambda v: v > 0)
+_PROBABILITY = ('a number in [0, 1]', lambda v: 0 <= v <= 1)
+_DISCOUNT = ('a number in (0, 1]', lambda v: 0 < v <= 1)
+_BETA = ('a number in [0, 1)', lambda v: 0 <= v < 1)
+_PERCENT = ('a number in [0, 100]', lambda v: 0 <= v <= 100)
+RANGES = (
+    (r'batch_size|batch_length|replay\.capacity|env\.(num_envs|action_repeat)', _AT_LEAST_1),
+    (r'rssm\.(deter|hidden|stoch|classes|blocks)|.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
+    (r'behavior\.(horizon|imag_length)', _AT_LEAST_1),
+    (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates|train_every)',
+     _AT_LEAST_1),
+    (r'run\.train_ratio|.*\.(lr|eps)|opt\.(agc|pmin)|env\.step_timeout|retnorm\.limit', _POSITIVE),
+    (r'actor\.(minstd|maxstd|mean_scale)|rssm\.min_std', _POSITIVE),
+    (r'.*\.unimix|loss\.kl_balance|behavior\.(return_lambda|slow_critic_rate|actor_grad_.*)',
+     _PROBABILITY),
+    (r'env\.atari\.sticky|retnorm\.rate', _PROBABILITY),
+    (r'behavior\.discount', _DISCOUNT),
+    (r'opt\.beta[12]', _BETA),
+    (r'retnorm\.perc(lo|hi)', _PERCENT),
+    (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
+    (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
+    (r'run\.(prefill|pretrain|eval_every|report_every|save_every)|opt\.warmup', _NONNEGATIVE),
+    (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
+)
+
+
+def value_range(key):
+    """(description, check) of a numeric key's allowed values, or None when no range is declared."""
+    for pattern, rule in RANGES:
+        if re.fullmatch(pattern, key):
+            return rule
+    return None
+
+
+def check_ranges(flat):
+    """ConfigError naming the first numeric key whose value lies outside its declared range."""
+    for key, value in flat.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        rule = value_range(key)
+        if rule and not rule[1](value):
+            raise ConfigError(f"Config key '{key}': got {value!r}, allowed: {rule[0]}")
+
+
 def load(version='dreamerv3', overlays=(), overrides=(), configs_dir=None):
     """Resolve defaults, then `overlays` in order, then `overrides` ('key=value' strings or a dict)."""
     doc = _read_file(version, configs_dir)
@@ -351,4 +398,6 @@ def load(version='dreamerv3', overlays=(), overrides=(), configs_dir=None):
         for text in overrides:
             key, value = parse_override(text)
             schema.apply({key: value}, f"--set {text}")
-    return Config(schema.nested(), version, names)
+    config = Config(schema.nested(), version, names)
+    check_ranges(config.flat())
+    return config

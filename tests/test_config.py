@@ -1,6 +1,7 @@
 """Config resolution: defaults -> overlays -> --set, regex keys, type rules, errors and round trips."""
 
 import pickle
+import re
 import textwrap
 
 import pytest
@@ -257,3 +258,24 @@ def test_mapping_protocol_and_views():
 def test_pickle_round_trip():
     config = configlib.load(overlays=['debug'])
     assert pickle.loads(pickle.dumps(config)) == config
+
+
+def test_every_numeric_key_of_every_version_and_overlay_has_a_declared_range():
+    for version in configlib.available_versions():
+        for overlay in [None, *configlib.available_overlays(version)]:
+            flat = configlib.load(version, [overlay] if overlay else []).flat()
+            numeric = [k for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            assert numeric and all(configlib.value_range(k) for k in numeric), (version, overlay, [
+                k for k in numeric if not configlib.value_range(k)])
+
+
+@pytest.mark.parametrize('key, bad, good', [
+    ('batch_size', 0, 1), ('run.train_ratio', 0.0, 0.5), ('behavior.horizon', 0, 1),
+    ('behavior.return_lambda', 1.5, 1.0), ('opt.beta1', 1.0, 0.0), ('retnorm.perchi', 101.0, 100.0),
+    ('loss.free_nats', -0.1, 0.0), ('rssm.unimix', -0.01, 0.0),
+])
+def test_values_on_either_side_of_a_range_boundary(key, bad, good):
+    version = 'dreamerv3'
+    configlib.load(version, ['gym'], {key: good})
+    with pytest.raises(configlib.ConfigError, match=f"Config key '{re.escape(key)}': got {bad!r}, allowed: "):
+        configlib.load(version, ['gym'], {key: bad})

@@ -129,6 +129,16 @@ BAD_INPUTS = {
     'unknown precision': ('gym_classic', ['--set', 'precision=float64'], 2, ["'float64'", 'float32']),
     'flag of the wrong type': ('gym_classic', ['--steps=abc'], 1, ['--steps=abc']),
 }
+# Values outside their declared range: refused before the logdir exists.
+OUT_OF_RANGE = {
+    'negative steps': ('gym_classic', ['--steps=-5'], 2, ["'run.steps': got -5", 'an integer >= 1']),
+    'negative train ratio': ('gym_classic', ['--set', 'run.train_ratio=-1'], 2,
+                             ["'run.train_ratio': got -1.0", 'a number > 0']),
+    'zero batch size': ('gym_classic', ['--set', 'batch_size=0'], 2, ["'batch_size': got 0", '>= 1']),
+    'zero classes': ('dmc_proprio', ['--set', 'rssm.classes=0'], 2, ["'rssm.classes': got 0", '>= 1']),
+    'zero horizon': ('dmc_proprio', ['--set', 'behavior.horizon=0'], 2, ["'behavior.horizon': got 0"]),
+}
+BAD_INPUTS.update(OUT_OF_RANGE)
 
 
 @pytest.mark.parametrize('case', list(BAD_INPUTS))
@@ -141,6 +151,8 @@ def test_bad_input_is_a_clear_error(case, tmp_path):
     assert 'Traceback' not in result.stderr, result.stderr[-2000:]
     for text in expected:
         assert text in result.stderr, (text, result.stderr[-2000:])
+    if case in OUT_OF_RANGE:
+        assert not (tmp_path / 'run').exists() and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_logdir_that_is_a_file_is_a_clear_error(tmp_path):

@@ -7,14 +7,11 @@ import pytest
 import tensorflow as tf
 
 from dreamer_tf import dists, ops
+from helpers import f32, np_log_softmax
 
 BINS = dists.symexp_bins(255)
 BINS64 = BINS.astype(np.float64)
 STEP = 40.0 / 254.0                     # spacing of linspace(-20, 20, 255)
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
 
 
 def np_symexp(y):
@@ -43,12 +40,6 @@ def naive_twohot(x, bins):
             out[i + 1] = (x - bins[i]) / (bins[i + 1] - bins[i])
             return out
     raise AssertionError('unreachable')
-
-
-def np_log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    m = logits.max(-1, keepdims=True)
-    return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
 
 
 # ---------------------------------------------------------------------------------------------

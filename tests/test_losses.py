@@ -9,16 +9,7 @@ import tensorflow as tf
 
 from dreamer_tf import behavior, ops, rssm
 from dreamer_tf.config import Config
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
-
-
-def np_log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    m = logits.max(-1, keepdims=True)
-    return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
+from helpers import f32, naive_lambda_return, np_log_softmax
 
 
 def is_zero_grad(grad):
@@ -232,21 +223,6 @@ def test_pad_last():
 # ---------------------------------------------------------------------------------------------
 # ActorCritic.loss / replay_loss wiring, with stand-in networks and naive expectations
 # ---------------------------------------------------------------------------------------------
-
-def naive_lambda_return(last, term, rew, boot, disc, lam):
-    """R_t = r_{t+1} + disc (1 - term_{t+1}) ((1 - c_{t+1}) boot_{t+1} + c_{t+1} R_{t+1})."""
-    last, term, rew, boot = (np.asarray(a, np.float64) for a in (last, term, rew, boot))
-    batch, length = rew.shape
-    out = np.zeros((batch, length - 1))
-    for b in range(batch):
-        nxt = boot[b, -1]
-        for t in range(length - 2, -1, -1):
-            c = lam * (1.0 - last[b, t + 1])
-            mix = (1.0 - c) * boot[b, t + 1] + c * nxt
-            nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * mix
-            out[b, t] = nxt
-    return out
-
 
 class SquareDist:
     """Stand-in head output: mean() = m, log_prob(x) = -(x - m)^2."""

@@ -11,10 +11,7 @@ import tensorflow as tf
 from gymnasium import spaces
 
 from dreamer_tf import nets
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
+from helpers import f32
 
 
 def silu(x):

@@ -7,12 +7,9 @@ import pytest
 import tensorflow as tf
 
 from dreamer_tf import ops
+from helpers import f32, naive_lambda_return
 
 E = math.e
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -88,25 +85,6 @@ def test_symlog_gradient_at_zero_is_one():
 # ---------------------------------------------------------------------------------------------
 # lambda_return
 # ---------------------------------------------------------------------------------------------
-
-def naive_lambda_return(last, term, rew, boot, disc, lam):
-    """Backward loop over one batch row at a time, written from the formula in the docstring / SPEC.
-
-    R_t = r_{t+1} + disc * (1 - term_{t+1}) * ((1 - c_{t+1}) * boot_{t+1} + c_{t+1} * R_{t+1}),
-    c = lam * (1 - last), seeded by R_{T-1} = boot_{T-1}. Returns [B, T-1].
-    """
-    last, term, rew, boot = (np.asarray(a, np.float64) for a in (last, term, rew, boot))
-    batch, length = rew.shape
-    out = np.zeros((batch, length - 1))
-    for b in range(batch):
-        nxt = boot[b, length - 1]
-        for t in range(length - 2, -1, -1):
-            c = lam * (1.0 - last[b, t + 1])
-            nxt = rew[b, t + 1] + disc * (1.0 - term[b, t + 1]) * (
-                (1.0 - c) * boot[b, t + 1] + c * nxt)
-            out[b, t] = nxt
-    return out
-
 
 REW = [0.0, 1.0, 2.0, 3.0, 4.0]        # rew[0] never enters: rewards arrive with the next state
 BOOT = [10.0, 20.0, 30.0, 40.0, 50.0]

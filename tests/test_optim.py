@@ -7,10 +7,7 @@ import pytest
 import tensorflow as tf
 
 from dreamer_tf import optim
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
+from helpers import f32
 
 
 # ---------------------------------------------------------------------------------------------

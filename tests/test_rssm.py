@@ -7,14 +7,11 @@ import tensorflow as tf
 from dreamer_tf import config as configlib
 from dreamer_tf.config import Config
 from dreamer_tf.rssm import RSSM
+from helpers import f32
 
 CONFIG = configlib.load('dreamerv3', ['debug'])
 ACT, EMBED = 3, 10
 DETER, STOCH, CLASSES = CONFIG.rssm.deter, CONFIG.rssm.stoch, CONFIG.rssm.classes
-
-
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
 
 
 def make_rssm():

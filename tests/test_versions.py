@@ -21,24 +21,15 @@ from dreamer_tf.config import Config
 from dreamer_tf.envs import ActionSpec
 from dreamer_tf.rssm import RSSM
 from test_losses import FakeActorDist, SquareDist
+from helpers import f32, np_log_softmax
 
 VECTOR = 5
 OBS_SPACE = {'vector': spaces.Box(-np.inf, np.inf, (VECTOR,), np.float32)}
 ACT_SPACE = ActionSpec(discrete=False, size=2)
 
 
-def f32(x):
-    return tf.constant(np.asarray(x, np.float32))
-
-
 def is_zero_grad(grad):
     return grad is None or not np.any(tf.convert_to_tensor(grad).numpy())
-
-
-def np_log_softmax(logits):
-    logits = np.asarray(logits, np.float64)
-    m = logits.max(-1, keepdims=True)
-    return logits - m - np.log(np.exp(logits - m).sum(-1, keepdims=True))
 
 
 def norm_pdf(x):

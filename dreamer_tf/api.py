@@ -131,7 +131,7 @@ def load(logdir, warn=print):
     directory = os.path.join(logdir, 'checkpoints')
     if not checkpoints.list_checkpoints(directory):
         raise LoadError(f'{logdir} has no checkpoint in {directory}; train first (the trainer saves '
-                        'every run.save_every env steps and at the end of a run)')
+                        'every run.save_every env steps or run.save_minutes, and at the end of a run)')
     trainerlib.set_precision(config.precision)
     env = envlib.make_env(_local_env(config), config.seed, mode='eval')
     obs_space, act_space = env.obs_space, env.act_space

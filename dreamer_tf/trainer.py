@@ -25,7 +25,8 @@ from dreamer_tf.replay import Replay
 # dynamic loss scaling (Agent.loss_scale).
 PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
 # Keys that may differ between a logdir's saved config and a resumed run's config.
-RESUMABLE_KEYS = ('run.steps',)
+# Keys a resumed run may change without --override_config: the budget and bookkeeping, not learning.
+RESUMABLE_KEYS = ('run.steps', 'run.log_every', 'run.save_every', 'run.save_minutes', 'run.keep_checkpoints')
 
 
 class NonFiniteError(RuntimeError):
@@ -205,6 +206,7 @@ class Trainer:
         self.pending = []                                  # train metrics since the last log
         self.nonfinite_streak = 0                          # skipped updates in a row
         self.saved_step = None                             # env step of the checkpoint on disk
+        self.saved_clock = time.monotonic()                # when it was written (or the run began)
         self.clock = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -237,6 +239,13 @@ class Trainer:
                                  f'hold NaN or inf (first: {bad[0]}); the checkpoints on disk are untouched')
         checkpoints.save(self.manager, self.env_steps)
         self.saved_step = self.env_steps
+        self.saved_clock = time.monotonic()
+
+    def _save_due_by_clock(self):
+        """`run.save_minutes` of wall clock since the last save (or the start): a slow long run that
+        is killed loses at most that much, whatever its step-based schedule."""
+        minutes = self.config.run.save_minutes
+        return bool(minutes) and time.monotonic() - self.saved_clock >= 60.0 * minutes
 
     def close(self):
         for env in self.envs + [self.eval_env]:
@@ -249,7 +258,7 @@ class Trainer:
         cfg = self.config.run
         print(banner(self.config, self.strategy, self.agent, self.logdir), flush=True)
         self.restore()
-        self.clock = time.monotonic()   # wall-clock counts training, not start-up
+        self.clock = self.saved_clock = time.monotonic()   # wall-clock counts training, not start-up
         progress = Progress(cfg.steps, start=self.env_steps)
         fps = (FPS(), FPS())             # env steps/s and updates/s
         fps[1].update(int(self.counters.updates.numpy()))   # so the first line already has updates/s
@@ -276,7 +285,7 @@ class Trainer:
             if cfg.report_every and step >= next_report:
                 next_report = self._next(cfg.report_every)
                 self.report_open_loop()
-            if step >= next_save:
+            if step >= next_save or self._save_due_by_clock():
                 next_save = self._next(cfg.save_every)
                 self.save()
         # The last step always gets a row (with burst schedules nothing may be pending then).

@@ -62,8 +62,10 @@ def test_logdir_with_different_config_is_refused(tmp_path):
     Trainer(debug_config(), tmp_path).close()
     with pytest.raises(configlib.ConfigError, match='rssm.deter'):
         Trainer(debug_config(**{'rssm.deter': 64}), tmp_path)
-    # Only the step budget may change between invocations.
+    # Only the step budget and the bookkeeping cadence may change between invocations.
     Trainer(debug_config(**{'run.steps': 123}), tmp_path).close()
+    cadence = {'run.save_every': 7, 'run.save_minutes': 1.5, 'run.log_every': 9}
+    Trainer(debug_config(**cadence), tmp_path).close()
 
 
 def test_logdir_from_before_a_new_config_key_still_resumes(tmp_path):
@@ -77,6 +79,22 @@ def test_logdir_from_before_a_new_config_key_still_resumes(tmp_path):
     path.write_text(yaml.safe_dump(saved))
     Trainer(debug_config(), tmp_path).close()
     assert 'distribute' in yaml.safe_load(path.read_text())['config']
+
+
+@pytest.mark.parametrize('minutes, saves', [(1e-9, 'several'), (0.0, 'one')])
+def test_checkpoints_also_follow_the_wall_clock(minutes, saves, tmp_path):
+    # Step schedule far beyond the run: only the clock (or the end of the run) can save.
+    from dreamer_tf.checkpoints import list_checkpoints
+    config = debug_config(**{'run.steps': 230, 'run.prefill': 200, 'run.save_every': 100000,
+                             'run.save_minutes': minutes, 'run.keep_checkpoints': 1000})
+    trainer = Trainer(config, tmp_path)
+    try:
+        trainer.run()
+    finally:
+        trainer.close()
+    found = list_checkpoints(str(tmp_path / 'checkpoints'))
+    assert found[-1].endswith('ckpt-230')
+    assert len(found) > 10 if saves == 'several' else len(found) == 1, found
 
 
 def test_policy_modes_and_random_actions(tmp_path):

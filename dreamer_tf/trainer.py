@@ -460,11 +460,11 @@ class Trainer:
 
 def banner(config, strategy, agent, logdir):
     """The one line a run prints before its progress: what runs, on what, and where it writes."""
-    params = sum(int(np.prod(v.shape)) for v in agent.weights_by_path.values())
+    params = agent.summary()['total']     # trainable, as the papers count (no slow critic)
     benchmark = config.overlays[0] if config.overlays else config.env.suite
     return (f'dreamer_tf {__version__} | {config.version} {benchmark} {config.env.task} | '
             f'{device_name(strategy)} | {config.precision} | XLA {"on" if config.jit else "off"} | '
-            f'{params / 1e6:.2f}M parameters | {logdir}')
+            f'{params:,} parameters | {logdir}')
 
 
 def device_name(strategy):

@@ -75,7 +75,7 @@ def test_script_runs_and_resumes(script, tmp_path):
 NOISE = re.compile(r'tensorflow|absl|cuda|cudnn|cublas|cufft|onednn|keras|UserWarning', re.IGNORECASE)
 PROGRESS = re.compile(r'[\d,]+/[\d,]+ env steps \| .* env steps/s.* \| ETA ')
 BANNER = re.compile(r'dreamer_tf \S+ \| dreamerv3 gym CartPole-v1 \| .+ \| float32 \| XLA (on|off) \| '
-                    r'\d+\.\d\dM parameters \| ')
+                    r'[\d,]+ parameters \| ')
 
 
 def run_quickstart(logdir, steps):

@@ -24,7 +24,6 @@ from dreamer_tf.replay import Replay
 # Compute precisions: parameters, losses and distributions stay float32 in all three; float16 adds
 # dynamic loss scaling (Agent.loss_scale).
 PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
-# Keys that may differ between a logdir's saved config and a resumed run's config.
 # Keys a resumed run may change without --override_config: the budget and bookkeeping, not learning.
 RESUMABLE_KEYS = ('run.steps', 'run.log_every', 'run.save_every', 'run.save_minutes', 'run.keep_checkpoints')
 

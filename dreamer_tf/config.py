@@ -345,7 +345,8 @@ _BETA = ('a number in [0, 1)', lambda v: 0 <= v < 1)
 _PERCENT = ('a number in [0, 100]', lambda v: 0 <= v <= 100)
 RANGES = (
     (r'batch_size|batch_length|replay\.capacity|env\.(num_envs|action_repeat)', _AT_LEAST_1),
-    (r'rssm\.(deter|hidden|stoch|classes|blocks)|.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
+    (r'rssm\.(deter|hidden|stoch|classes|blocks|imag_unroll)', _AT_LEAST_1),
+    (r'.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
     (r'behavior\.(horizon|imag_length)', _AT_LEAST_1),
     (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates|train_every)',
      _AT_LEAST_1),

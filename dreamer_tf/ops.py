@@ -165,3 +165,32 @@ def keyed_uniform(key, shape):
     bits = fold_in(key[:, None], tf.range(count, dtype=tf.int64)[None, :])       # [N, count]
     u = (tf.cast(tf.bitwise.right_shift(bits, 8), tf.float32) + 0.5) * (2.0 ** -24)
     return tf.reshape(u, [-1] + shape)
+
+
+def scan(fn, elems, init, unroll=1):
+    """tf.scan(fn, elems, init) whose loop body runs `unroll` steps in a row: same outputs.
+
+    elems: nest of [T, ...] tensors; returns the nest of every carry, [T, ...]. A loop iteration
+    costs a fixed overhead (the loop's control and its per-output buffers) that dwarfs small steps,
+    and a longer body lets XLA fuse across steps. `unroll` is rounded down to a divisor of T;
+    T // unroll iterations remain, so a large graph is never built.
+    """
+    length = tf.nest.flatten(elems)[0].shape[0]
+    if unroll <= 1 or length is None:
+        return tf.scan(fn, elems, init)
+    unroll = max(k for k in range(1, min(unroll, length) + 1) if length % k == 0)
+    if unroll == 1:
+        return tf.scan(fn, elems, init)
+    chunks = tf.nest.map_structure(
+        lambda x: tf.reshape(x, [length // unroll, unroll, *x.shape[1:]]), elems)
+
+    def body(stacked, chunk):
+        carry, outs = tf.nest.map_structure(lambda x: x[-1], stacked), []
+        for i in range(unroll):
+            carry = fn(carry, tf.nest.map_structure(lambda x: x[i], chunk))   # noqa: B023
+            outs.append(carry)
+        return tf.nest.map_structure(lambda *xs: tf.stack(xs), *outs)        # [unroll, ...]
+
+    first = tf.nest.map_structure(lambda x: tf.repeat(x[None], unroll, 0), init)
+    out = tf.scan(body, chunks, first)                                        # [T / unroll, unroll, ...]
+    return tf.nest.map_structure(lambda x: tf.reshape(x, [length, *x.shape[2:]]), out)

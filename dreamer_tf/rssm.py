@@ -28,13 +28,14 @@ class RSSM(keras.layers.Layer):
 
     def __init__(self, act_dim, embed_dim, deter, hidden, stoch, classes=1, blocks=1, unimix=0.0,
                  img_layers=1, obs_layers=1, dyn_layers=1, norm='none', act='elu',
-                 latent='categorical', core='block_gru', min_std=0.1, **kw):
+                 latent='categorical', core='block_gru', min_std=0.1, imag_unroll=1, **kw):
         super().__init__(**kw)
         if latent not in LATENTS:
             raise ValueError(f"rssm.latent '{latent}' is not one of {list(LATENTS)}")
         if core not in CORES:
             raise ValueError(f"rssm.core '{core}' is not one of {list(CORES)}")
         self.latent, self.core_kind, self.min_std = latent, core, min_std
+        self.imag_unroll = imag_unroll      # imagination steps per loop iteration: speed only
         self.deter, self.stoch, self.classes, self.unimix = deter, stoch, classes, unimix
         self.stoch_dim = stoch * classes if latent == 'categorical' else stoch
         self.feat_dim = deter + self.stoch_dim
@@ -97,6 +98,10 @@ class RSSM(keras.layers.Layer):
 
     def img_step(self, prev_state, prev_action, key=None):
         """Prior step: h_t = f(h_{t-1}, z_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t). key: [B] or None."""
+        return self.prior(self.core_step(prev_state, prev_action), key)
+
+    def core_step(self, prev_state, prev_action):
+        """The deterministic part of a step, h_t = f(h_{t-1}, z_{t-1}, a_{t-1}): [B, deter] float32."""
         # Actions are divided by their magnitude where it exceeds 1 so that large discrete or
         # unbounded actions cannot blow up the GRU input (as in the Nature release).
         action = tf.cast(prev_action, tf.float32)
@@ -108,24 +113,34 @@ class RSSM(keras.layers.Layer):
             deter = self.core(deter, [deter, stoch, action])
         else:
             deter = self.core(deter, self.img_in(tf.concat([stoch, action], -1)))
-        latent = self._latent(self.prior_out(self.prior_mlp(deter)), key)
-        return dict(deter=tf.cast(deter, tf.float32), **latent)
+        return tf.cast(deter, tf.float32)
+
+    def prior(self, deter, key=None):
+        """p(z_t | h_t) and a sample of it, for deter [N, deter]: the prior state of h_t."""
+        raw = self.prior_out(self.prior_mlp(tf.cast(deter, self.compute_dtype)))
+        return dict(deter=deter, **self._latent(raw, key))
+
+    def posterior(self, deter, embed, key=None):
+        """q(z_t | h_t, embed_t) and a sample of it, for deter [N, deter]: the posterior state."""
+        x = tf.concat([tf.cast(deter, self.compute_dtype), tf.cast(embed, self.compute_dtype)], -1)
+        return dict(deter=deter, **self._latent(self.post_out(self.post_mlp(x)), key))
+
+    def reset(self, prev_state, prev_action, is_first):
+        """Zero the carry and the previous action where `is_first` [B] starts an episode."""
+        keep = 1.0 - tf.cast(is_first, tf.float32)
+        init = self.initial(tf.shape(keep)[0])
+        prev_state = {k: _select(keep, prev_state[k], init[k]) for k in prev_state}
+        return prev_state, prev_action * keep[:, None]
 
     def obs_step(self, prev_state, prev_action, embed, is_first, key=None):
         """Posterior step. `is_first` [B] resets the carry and the previous action to zero.
 
         key: [B] int64 or None; the prior and the posterior draw from streams 0 and 1 of it.
+        Returns (post, prior).
         """
         prior_key, post_key = (None, None) if key is None else (ops.fold_in(key, 0), ops.fold_in(key, 1))
-        keep = 1.0 - tf.cast(is_first, tf.float32)
-        init = self.initial(tf.shape(keep)[0])
-        prev_state = {k: _select(keep, prev_state[k], init[k]) for k in prev_state}
-        prev_action = prev_action * keep[:, None]
-        prior = self.img_step(prev_state, prev_action, prior_key)
-        x = tf.concat([tf.cast(prior['deter'], self.compute_dtype),
-                       tf.cast(embed, self.compute_dtype)], -1)
-        post = dict(deter=prior['deter'], **self._latent(self.post_out(self.post_mlp(x)), post_key))
-        return post, prior
+        deter = self.core_step(*self.reset(prev_state, prev_action, is_first))
+        return self.posterior(deter, embed, post_key), self.prior(deter, prior_key)
 
     # -- sequences ----------------------------------------------------------------------------
 
@@ -142,11 +157,21 @@ class RSSM(keras.layers.Layer):
             inputs += (ops.fold_in(key[None, :], steps[:, None]),)               # [T, B]
 
         def step(prev, inp):
-            return self.obs_step(prev[0], inp[1], inp[0], inp[2], inp[3] if key is not None else None)
+            # Only h_t and the posterior feed the next step, so the loop computes only them.
+            deter = self.core_step(*self.reset(prev, inp[1], inp[2]))
+            return self.posterior(deter, inp[0], None if key is None else ops.fold_in(inp[3], 1))
 
         # tf.scan keeps the graph one step long: XLA compiles in seconds instead of minutes.
-        post, prior = tf.scan(step, inputs, (state, state))
-        return ({k: _swap_time(v) for k, v in post.items()}, {k: _swap_time(v) for k, v in prior.items()})
+        post = {k: _swap_time(v) for k, v in tf.scan(step, inputs, state).items()}
+        # The prior of every step in one batch, outside the loop: the same values (and, keyed, the
+        # same samples, from stream 0 of each step's key) as a per-step obs_step, with a shorter loop.
+        prior_key = None if key is None else tf.reshape(_swap_time(ops.fold_in(inputs[3], 0)), [-1])
+        prior = self.prior(tf.reshape(post['deter'], [-1, self.deter]), prior_key)
+        lead = post['deter'].shape[:2]
+        lead = lead.as_list() if lead.is_fully_defined() else tf.shape(post['deter'])[:2]
+        prior = {k: tf.reshape(v, tf.concat([lead, tf.shape(v)[1:]], 0)) if not isinstance(lead, list)
+                 else tf.reshape(v, lead + v.shape[1:].as_list()) for k, v in prior.items()}
+        return post, prior
 
     def imagine(self, policy, start, horizon, key=None):
         """Roll the prior forward `horizon` steps from `start` [N] with actions from `policy`.
@@ -168,7 +193,7 @@ class RSSM(keras.layers.Layer):
             return state, act(state, k)
 
         first = act(start, keys[0])
-        states, actions = tf.scan(step, keys[1:], (start, first))
+        states, actions = ops.scan(step, keys[1:], (start, first), self.imag_unroll)
         states = {k: tf.concat([start[k][:, None], _swap_time(v)], 1) for k, v in states.items()}
         actions = tf.concat([first[:, None], _swap_time(actions)], 1)
         return states, actions

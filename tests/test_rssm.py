@@ -197,3 +197,68 @@ def test_kl_loss_matches_numpy_and_respects_free_nats(free):
     assert dyn.numpy().min() >= free
     np.testing.assert_allclose(dyn.numpy()[0, 0], free, atol=1e-6)
     assert (naive_kl(post, prior) > 1.0).any()                      # some entries above the clip
+
+
+@pytest.mark.parametrize('unroll', [1, 2, 3, 4, 7])
+def test_unrolled_scan_equals_tf_scan(unroll):
+    """ops.scan runs `unroll` steps per loop iteration (rounded down to a divisor of T = 6) and
+    returns exactly what tf.scan does, nested carries included."""
+    from dreamer_tf import ops
+    rng = np.random.default_rng(unroll)
+    xs = f32(rng.standard_normal((6, 3)))
+    weights = f32(rng.standard_normal((3, 3)))
+
+    def step(carry, x):
+        h, count = carry
+        return tf.tanh(tf.matmul(h, weights) + x), count + 1.0
+
+    init = (f32(rng.standard_normal((2, 3))), tf.zeros([2]))
+    elems = tf.tile(xs[:, None], [1, 2, 1])                      # [T, B, 3]
+    want = tf.scan(step, elems, init)
+    got = ops.scan(step, elems, init, unroll)
+    for w, g in zip(want, got, strict=True):
+        assert g.shape == w.shape
+        np.testing.assert_array_equal(g.numpy(), w.numpy())
+    np.testing.assert_array_equal(got[1][:, 0].numpy(), np.arange(1, 7))
+
+
+def test_imagine_is_the_same_with_an_unrolled_loop():
+    rng = np.random.default_rng(5)
+    rssm = make_rssm()
+    randomize_biases(rssm, rng)
+    start = {k: v[:, 0] for k, v in rssm.observe(*sequence(rng, batch=3, length=2)[:2],
+                                                 tf.constant([[True, False]] * 3))[0].items()}
+    weights = f32(rng.standard_normal((DETER, ACT)))
+    key = tf.constant([11, 12, 13], tf.int64)
+    runs = []
+    for unroll in (1, 2, 4):
+        rssm.imag_unroll = unroll
+        runs.append(rssm.imagine(lambda s, k: tf.tanh(tf.matmul(s['deter'], weights)), start, 4, key=key))
+    for states, actions in runs[1:]:
+        np.testing.assert_array_equal(actions.numpy(), runs[0][1].numpy())
+        for k in states:
+            np.testing.assert_array_equal(states[k].numpy(), runs[0][0][k].numpy())
+
+
+def test_observe_prior_matches_per_step_obs_step():
+    """observe computes the priors of all steps in one batch after its loop; they must equal the
+    priors that obs_step gives step by step, keyed samples included."""
+    from dreamer_tf import ops
+    rng = np.random.default_rng(6)
+    rssm = make_rssm()
+    randomize_biases(rssm, rng)
+    embed, action, is_first = sequence(rng, batch=2, length=4)
+    key = tf.constant([7, 8], tf.int64)
+    post, prior = rssm.observe(embed, action, tf.constant(is_first), key=key)
+    state = rssm.initial(2)
+    for t in range(4):
+        k = ops.fold_in(key, tf.constant(t, tf.int64))
+        state, step_prior = rssm.obs_step(state, action[:, t], embed[:, t], is_first[:, t], k)
+        for name in ('deter', 'stoch', 'logit'):
+            np.testing.assert_array_equal(post[name][:, t].numpy(), state[name].numpy())
+        np.testing.assert_array_equal(prior['deter'][:, t].numpy(), step_prior['deter'].numpy())
+        # A batched matmul may round differently in the last bit; the samples are the same classes
+        # (the straight-through one-hot carries that rounding through its probabilities).
+        np.testing.assert_array_equal(np.argmax(prior['stoch'][:, t], -1), np.argmax(step_prior['stoch'], -1))
+        for name in ('stoch', 'logit'):
+            np.testing.assert_allclose(prior[name][:, t].numpy(), step_prior[name].numpy(), atol=1e-6)

@@ -122,6 +122,8 @@ def main(benchmark):
                 _exit(error, status=1)
             finally:
                 trainer.close()
+            if trainer.stopped_by:
+                sys.exit(128 + trainer.stopped_by)    # the shell's status for a signalled process
             if sweep:
                 (pathlib.Path(logdir) / DONE_FILE).write_text(str(trainer.config.run.steps))
                 _release_models()

@@ -5,8 +5,11 @@ One iteration: the compiled policy acts in every environment, the steps go to th
 Counters, logging and checkpoints stay in plain Python around the compiled functions.
 """
 
+import contextlib
 import glob
 import os
+import signal
+import threading
 import time
 
 import keras
@@ -194,6 +197,7 @@ class Trainer:
             self.agent = Agent(config, self.envs[0].obs_space, self.act_space)
         self.counters = Counters()
         self.checkpoint = make_checkpoint(self.agent, self.counters)
+        self.stopped_by = 0              # the signal that stopped run() early, if any
         self.manager = tf.train.CheckpointManager(
             self.checkpoint, os.path.join(self.logdir, 'checkpoints'),
             max_to_keep=config.run.keep_checkpoints)
@@ -254,6 +258,7 @@ class Trainer:
     # -- main loop ----------------------------------------------------------------------------
 
     def run(self):
+        """Train to run.steps. A SIGTERM or SIGINT stops it early, saved: `stopped_by` names the signal."""
         cfg = self.config.run
         print(banner(self.config, self.strategy, self.agent, self.logdir), flush=True)
         self.restore()
@@ -261,14 +266,27 @@ class Trainer:
         progress = Progress(cfg.steps, start=self.env_steps)
         fps = (FPS(), FPS())             # env steps/s and updates/s
         fps[1].update(int(self.counters.updates.numpy()))   # so the first line already has updates/s
+        with stop_signals() as stop:
+            logged_at = self._loop(progress, fps, stop)
+        # The last step always gets a row (with burst schedules nothing may be pending then).
+        if self.pending or logged_at != self.env_steps:
+            self._log(progress, fps)
+        self.save()
+        progress.close()
+        self.stopped_by = stop.signum
+        if stop.signum:
+            print(f'Stopped by {signal.Signals(stop.signum).name} at env step {self.env_steps:,}, saved; '
+                  'the same command continues the run.', flush=True)
+
+    def _loop(self, progress, fps, stop):
+        """Act, store and train until run.steps or a stop signal; returns the step last logged."""
+        cfg = self.config.run
         obs = [self._reset(i) for i in range(len(self.envs))]
         state = self.agent.initial_state(len(self.envs))
-        next_log = self._next(cfg.log_every)
-        next_eval = self._next(cfg.eval_every)
-        next_save = self._next(cfg.save_every)
-        next_report = self._next(cfg.report_every)
+        next_log, next_eval = self._next(cfg.log_every), self._next(cfg.eval_every)
+        next_save, next_report = self._next(cfg.save_every), self._next(cfg.report_every)
         logged_at = None
-        while self.env_steps < cfg.steps:
+        while self.env_steps < cfg.steps and not stop.signum:
             action, state = self._act(obs, state)
             steps = envlib.step_all(self.envs, action)   # env processes step concurrently
             obs = [self._env_step(i, action[i], steps[i]) for i in range(len(self.envs))]
@@ -287,11 +305,7 @@ class Trainer:
             if step >= next_save or self._save_due_by_clock():
                 next_save = self._next(cfg.save_every)
                 self.save()
-        # The last step always gets a row (with burst schedules nothing may be pending then).
-        if self.pending or logged_at != self.env_steps:
-            self._log(progress, fps)
-        self.save()
-        progress.close()
+        return logged_at
 
     def wall_minutes(self):
         """Training wall-clock so far, summed over every invocation of this logdir."""
@@ -499,6 +513,30 @@ def invocation_seed(seed, replay_dir):
     if not stored:
         return seed
     return int(np.random.SeedSequence([seed, stored]).generate_state(1)[0] % 2**31)
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """While inside, SIGTERM and SIGINT (Ctrl-C, `kill PID`) only set `.signum`, so the run can finish
+    the step in hand, save and exit cleanly instead of losing what it did since its last checkpoint.
+    A second signal of either kind stops at once. Outside the main thread signals are left alone."""
+    class Stop:
+        signum = 0
+    stop = Stop()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.signum:
+            raise KeyboardInterrupt
+        stop.signum = signum
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def check_logdir_config(config, logdir, override=False):

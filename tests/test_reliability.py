@@ -373,6 +373,29 @@ def test_killed_runs_resume_with_nothing_lost(tmp_path):
     assert len(contents) == len(files)
 
 
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signalled_run_saves_where_it_stopped_and_resumes_there(sig, tmp_path):
+    """`kill PID` or Ctrl-C between checkpoints loses nothing: the run saves the step it reached,
+    exits with 128 + the signal, and the same command continues from that step."""
+    logdir = tmp_path / 'run'
+    run = Run(logdir, KILL_FLAGS, 'signalled')
+    # Past the first scheduled checkpoint (300) and well before the next one (600).
+    run.wait_until(lambda: committed(logdir)[1] >= 300 and max(
+        (row['step'] for row in metric_rows(logdir)), default=0) >= 400)
+    run.proc.send_signal(sig)
+    assert run.finish() == 128 + sig, run.err.read_text()[-3000:]
+    assert f'Stopped by {signal.Signals(sig).name}' in run.stdout
+    prefix, number = committed(logdir)
+    assert 400 <= number < 1000 and number != 600          # saved where it stopped, off schedule
+    assert counters_of(prefix)['env_steps'] == number
+    assert max(row['step'] for row in metric_rows(logdir)) == number   # its last row is logged too
+    state = {'checkpoint': (prefix, number), 'files': episode_files(logdir)}
+    again = Run(logdir, KILL_FLAGS, 'continued')
+    assert again.finish() == 0, again.err.read_text()[-3000:]
+    check_resumed(again, state)
+    assert committed(logdir)[1] == 1000
+
+
 # ---------------------------------------------------------------------------------------------
 # Determinism, and faults of a finished run's logdir
 # ---------------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
     python results/record_run.py --logdir=~/dreamer_runs/paper/cartpole_balance
     python results/record_run.py --csv=results/curves/dreamerv3-dmc_proprio-cartpole_balance.csv \
         --steps=100000
+    python results/record_run.py --logdir=runs/quickstart --setting=small   # -> results/curves/small.png
 
 With `--logdir` (one run's logdir) it writes `<out>/<version>-<benchmark>-<task>.csv` from the run's
 metrics.jsonl (dreamer_tf.results.curves) and the PNG beside it; the x-axis ends at the run's budget
@@ -22,7 +23,7 @@ def _paths(args):
     if args.csv:
         return pathlib.Path(args.csv).expanduser(), args.steps
     out = pathlib.Path(args.out).expanduser() if args.out else None
-    path, run = curves.record_run(args.logdir, out, args.window)
+    path, run = curves.record_run(args.logdir, out, args.window, args.setting)
     return path, args.steps or run['end']
 
 
@@ -37,10 +38,18 @@ def main(argv=None):
                              'step rounded up to the curve grid)')
     parser.add_argument('--window', type=int, default=curves.WINDOW, help='episodes in each score mean')
     parser.add_argument('--reference', default=None, help='reference tables (default: results/reference)')
+    parser.add_argument('--setting', default=None,
+                        help="a non-paper overlay the run used ('small'): the record is named "
+                             '<version>-<benchmark>-<task>-<setting>.csv and all records of that setting '
+                             'are plotted together in <out>/<setting>.png (no released curve exists)')
     args = parser.parse_args(argv)
     try:
         path, end = _paths(args)
-        png = plots.record_figure(path, path.with_suffix('.png'), end, args.reference, args.window)
+        if args.setting:
+            png = plots.settings_figure(sorted(path.parent.glob(f'*-{args.setting}.csv')),
+                                        path.parent / f'{args.setting}.png', args.window)
+        else:
+            png = plots.record_figure(path, path.with_suffix('.png'), end, args.reference, args.window)
     except (ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2

@@ -248,7 +248,27 @@ def test_record_run_writes_csv_and_png_and_replots_from_the_csv_alone(tmp_path):
     bad = tmp_path / 'cartpole.csv'
     bad.write_bytes(csv_path.read_bytes())
     result = subprocess.run(script + [f'--csv={bad}'], capture_output=True, text=True)
-    assert result.returncode == 2 and '<version>-<benchmark>-<task>.csv' in result.stderr
+    assert result.returncode == 2 and '<version>-<benchmark>-<task>[-<setting>].csv' in result.stderr
+
+
+def test_records_of_the_small_setting_are_named_apart_and_plotted_together(tmp_path):
+    import matplotlib.image
+    write_cartpole_run(tmp_path / 'run')
+    script = [sys.executable, str(ROOT / 'results' / 'record_run.py'), f'--out={tmp_path / "curves"}']
+    result = subprocess.run(script + [f'--logdir={tmp_path / "run"}', '--setting=small'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    path = tmp_path / 'curves' / 'dreamerv3-dmc_proprio-cartpole_balance-small.csv'
+    assert curves.parse_full_name(path) == ('dreamerv3', 'dmc_proprio', 'cartpole_balance', 'small')
+    assert curves.parse_name(path) == ('dreamerv3', 'dmc_proprio', 'cartpole_balance')
+    assert curves.read_record(path)['score'][-1] == 85
+    # A second version's record joins the same panel of the one figure.
+    (tmp_path / 'curves' / 'dreamerv2-dmc_proprio-cartpole_balance-small.csv').write_bytes(path.read_bytes())
+    png = plots.settings_figure(sorted((tmp_path / 'curves').glob('*-small.csv')), tmp_path / 'all.png')
+    assert matplotlib.image.imread(png).ndim == 3
+    assert matplotlib.image.imread(tmp_path / 'curves' / 'small.png').ndim == 3
+    with pytest.raises(ValueError, match='setting'):
+        curves.parse_full_name(tmp_path / 'a-b-c-d-e.csv')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The small committed record of one run's learning curve, `results/curves/<version>-<benchmark>-<task>.csv`.
+"""The small committed record of one run's learning curve, `results/curves/<version>-<benchmark>-<task>.csv`
+(`...-<task>-small.csv` for a run of the CPU `small` overlay).
 
 One row per finished training episode, in the order the run reached them:
 
@@ -33,16 +34,22 @@ DEFAULT_DIR = pathlib.Path(__file__).resolve().parents[2] / 'results' / 'curves'
 _KEYS = ('episode/score', 'run/updates', 'run/wall_minutes')
 
 
-def record_name(version, benchmark, task):
-    return f'{version}-{benchmark}-{task}.csv'
+def record_name(version, benchmark, task, setting=None):
+    """<version>-<benchmark>-<task>[-<setting>].csv; `setting` names a non-paper overlay ('small')."""
+    return '-'.join([version, benchmark, task] + ([setting] if setting else [])) + '.csv'
 
 
 def parse_name(path):
     """(version, benchmark, task) from a record's file name; none of them contains a '-'."""
+    return parse_full_name(path)[:3]
+
+
+def parse_full_name(path):
+    """(version, benchmark, task, setting or None) from a record's file name."""
     parts = pathlib.Path(path).stem.split('-')
-    if len(parts) != 3 or not all(parts):
-        raise ValueError(f'{path}: a record is named <version>-<benchmark>-<task>.csv')
-    return tuple(parts)
+    if len(parts) not in (3, 4) or not all(parts):
+        raise ValueError(f'{path}: a record is named <version>-<benchmark>-<task>[-<setting>].csv')
+    return (*parts, None) if len(parts) == 3 else tuple(parts)
 
 
 def timeline(rows):
@@ -117,8 +124,11 @@ def read_record(path):
             for name in COLUMNS}
 
 
-def record_run(logdir, out_dir=None, window=WINDOW):
-    """Write the record of the one run in `logdir` into `out_dir`; returns (path, run dict of runs.py)."""
+def record_run(logdir, out_dir=None, window=WINDOW, setting=None):
+    """Write the record of the one run in `logdir` into `out_dir`; returns (path, run dict of runs.py).
+
+    `setting` ('small') marks a run of a non-paper overlay in the file name.
+    """
     found = runlib.find_runs(logdir)
     if len(found) != 1:
         raise ValueError(f'{logdir}: expected the logdir of one run, found {len(found)} runs')
@@ -128,5 +138,5 @@ def record_run(logdir, out_dir=None, window=WINDOW):
     rows = record(run['path'], window)
     if not rows:
         raise ValueError(f'{logdir}: no finished training episode yet')
-    name = record_name(run['version'], run['benchmark'], run['task'])
+    name = record_name(run['version'], run['benchmark'], run['task'], setting)
     return write_record(rows, pathlib.Path(out_dir or DEFAULT_DIR) / name), run

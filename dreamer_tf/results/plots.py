@@ -193,6 +193,31 @@ def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW)
     return pathlib.Path(out)
 
 
+def settings_figure(paths, out, window=curves.WINDOW):
+    """Records of a non-paper setting (the CPU `small` overlay) in one figure: a panel per task with one
+    line per version, score against training wall-clock minutes (what a laptop user waits for)."""
+    plt = _pyplot()
+    by_task = {}
+    for path in sorted(paths):
+        version, benchmark, task, _ = curves.parse_full_name(path)
+        by_task.setdefault(f'{benchmark} {task}', []).append((version, curves.read_record(path)))
+    if not by_task:
+        raise ValueError('no records to plot')
+    fig, axes = plt.subplots(1, len(by_task), figsize=(4.2 * len(by_task), 3.4), squeeze=False)
+    for ax, (title, lines) in zip(axes[0], sorted(by_task.items()), strict=True):
+        for version, data in lines:
+            ax.plot(data['wall_minutes'], data['score'], lw=1.5, label=version)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel('training wall-clock minutes (2-core CPU)', fontsize=8)
+        ax.set_ylabel(f'mean return of the last {window} episodes', fontsize=8)
+        ax.set_xlim(left=0)
+        ax.legend(fontsize=7, loc='lower right')
+    fig.tight_layout()
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return pathlib.Path(out)
+
+
 # ------------------------------------------------------------------------------------------------
 # Markdown
 

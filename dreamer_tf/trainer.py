@@ -23,6 +23,7 @@ from dreamer_tf import envs as envlib
 from dreamer_tf.agent import Agent
 from dreamer_tf.logger import FPS, Logger, Progress
 from dreamer_tf.replay import Replay
+from dreamer_tf.results import plots
 
 # Compute precisions: parameters, losses and distributions stay float32 in all three; float16 adds
 # dynamic loss scaling (Agent.loss_scale).
@@ -204,6 +205,7 @@ class Trainer:
         self._train_step = make_train_step(self.agent, config, self.strategy)
         self._policy = make_policy(self.agent, config)
         self.logger = Logger(self.logdir)
+        self.curves = plots.LiveCurves(self.logdir)         # <logdir>/curves.png
         self.scores = []                                   # finished training episode returns
         self.running = {}                                  # worker -> (return, length) so far
         self.pending = []                                  # train metrics since the last log
@@ -271,6 +273,7 @@ class Trainer:
         # The last step always gets a row (with burst schedules nothing may be pending then).
         if self.pending or logged_at != self.env_steps:
             self._log(progress, fps)
+        self.curves.update(final=True)   # the last log may have skipped its redraw (LiveCurves' budget)
         self.save()
         progress.close()
         self.stopped_by = stop.signum
@@ -433,6 +436,7 @@ class Trainer:
         if rate is not None:
             self.logger.add({'fps': rate}, prefix='run')
         self.logger.write(self.env_steps)
+        self.curves.update()
         progress.update(self.env_steps, fps=rate, updates_per_sec=update_rate, score=recent)
 
     # -- evaluation ---------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Smoke runs of every reproduce/ script with the debug overlay, in a real subprocess.
 
 Checks what a user sees: config.yaml, metrics.jsonl with episode scores, TensorBoard events, a
-checkpoint on disk, and that a second invocation on the same logdir resumes instead of restarting.
+checkpoint on disk, the learning-curve picture curves.png, and that a second invocation on the same
+logdir resumes instead of restarting.
 """
 
 import json
@@ -41,6 +42,15 @@ def read_jsonl(path):
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def check_curves_png(logdir):
+    """The trainer's `<logdir>/curves.png` is a readable RGB(A) picture of about one panel's size."""
+    import matplotlib.image
+    image = matplotlib.image.imread(logdir / 'curves.png')
+    assert image.ndim == 3 and image.shape[2] in (3, 4), image.shape
+    assert 200 <= image.shape[0] <= 1000 and 300 <= image.shape[1] <= 2000, image.shape
+    assert image[..., :3].min() < 0.5, 'curves.png is blank'
+
+
 def test_every_script_has_a_smoke_task():
     assert {s.stem for s in SCRIPTS} == set(TASKS) | set(SMOKE), 'add a cheap task for each new script'
 
@@ -69,6 +79,7 @@ def test_script_runs_and_resumes(script, tmp_path):
     assert max(m['step'] for m in new) == 800
     updates = [m['run/updates'] for m in new if 'run/updates' in m]
     assert updates and updates[0] > max(m.get('run/updates', 0) for m in metrics)
+    check_curves_png(logdir)
 
 
 # What a new user must not see: TensorFlow, absl, CUDA or Keras messages, native or from Python.
@@ -98,6 +109,7 @@ def test_quickstart_prints_a_banner_then_progress_and_still_shows_real_warnings(
     assert first_progress <= 2, lines[:first_progress + 1]      # at most 3 lines up to the progress
     assert BANNER.match(lines[0]) and lines[0].endswith(str(logdir)), lines[0]
     assert [line for line in lines if NOISE.search(line)] == []
+    check_curves_png(logdir)
 
     # A corrupt replay file and a corrupt newest checkpoint are real problems: their warnings show.
     replay_file = sorted((logdir / 'replay').glob('*.npz'))[0]
@@ -201,6 +213,7 @@ def check_smoke_run(logdir, steps, frames_per_step=1, episode_steps=None):
         assert all(m['episode/length'] == episode_steps * frames_per_step for m in episodes)
     assert any('train/loss/total' in m for m in metrics), 'no training happened'
     assert max(m['step'] for m in metrics) == steps
+    check_curves_png(logdir)
     return episodes
 
 
@@ -292,3 +305,4 @@ def test_every_version_runs_end_to_end(script, version, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert 'Resumed from' in again.stdout and 'at step 600' in again.stdout
     assert max(m['step'] for m in read_jsonl(tmp_path / 'metrics.jsonl')) == 800
+    check_curves_png(tmp_path)

@@ -8,16 +8,24 @@
 - `summary.md`: the per-task final scores and the aggregates with 95% bootstrap intervals.
 
 `record_figure(csv, png)` draws one run's committed record (`curves.py`) against the released curve.
+
+`runs_figure(logdir_runs(logdirs))` overlays run logdirs straight from their metrics.jsonl: a panel per
+(benchmark, task), each run's episode scores and running mean, and the released curve where there is one.
+`LiveCurves` keeps a training run's `<logdir>/curves.png` current; `python -m dreamer_tf.plot` overlays.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import pathlib
+import time
 
 import numpy as np
+import yaml
 
+from dreamer_tf import config as configlib
 from dreamer_tf.results import aggregate, curves, reference
 from dreamer_tf.results import runs as runlib
 
@@ -137,15 +145,15 @@ def crafter_bars(summary, crafter_reference, path):
     plt.close(fig)
 
 
-def _release(ax, table, task, end):
+def _release(ax, table, task, end, name='release', color='tab:gray'):
     """The released curve of `task` up to `end`: mean over seeds and min-max band."""
     if not table or task not in table['tasks']:
         return
     ref, keep = table['tasks'][task], table['grid'] <= end
-    ax.fill_between(table['grid'][keep], ref['min'][keep], ref['max'][keep], color='tab:gray', alpha=0.25,
-                    lw=0, label='release, min-max over seeds')
-    ax.plot(table['grid'][keep], ref['mean'][keep], color='tab:gray', lw=1.2,
-            label=f"release, mean of {ref['seeds']} seeds")
+    ax.fill_between(table['grid'][keep], ref['min'][keep], ref['max'][keep], color=color, alpha=0.25,
+                    lw=0, label=f'{name}, min-max over seeds')
+    ax.plot(table['grid'][keep], ref['mean'][keep], color=color, lw=1.2,
+            label=f"{name}, mean of {ref['seeds']} seeds")
 
 
 def _last_point(ax, data, table, task):
@@ -216,6 +224,197 @@ def settings_figure(paths, out, window=curves.WINDOW):
     fig.savefig(out, dpi=90)
     plt.close(fig)
     return pathlib.Path(out)
+
+
+# ------------------------------------------------------------------------------------------------
+# Run logdirs: the trainer's <logdir>/curves.png and overlays of several runs (python -m dreamer_tf.plot)
+
+CURVES_PNG = 'curves.png'
+# One colour per run; tab:gray and the other _RELEASE_COLORS are kept for released curves.
+_RUN_COLORS = ('tab:blue', 'tab:orange', 'tab:green', 'tab:red', 'tab:purple', 'tab:brown', 'tab:pink',
+               'tab:olive', 'tab:cyan')
+_RELEASE_COLORS = ('tab:gray', 'black', 'silver')
+
+
+def running_mean(values, window=curves.WINDOW):
+    """At each index the mean of the last `window` values (of fewer at the start), as curves.record has it."""
+    values = np.asarray(values, np.float64)
+    sums = np.concatenate([[0.0], np.cumsum(values)])
+    ends = np.arange(1, len(values) + 1)
+    counts = np.minimum(ends, window)
+    return (sums[ends] - sums[ends - counts]) / counts
+
+
+def _read_config(logdir):
+    for name in ('config.yaml', runlib.METRICS_FILE):
+        if not (logdir / name).is_file():
+            raise ValueError(f'{logdir}: not a run logdir (no {name})')
+    try:
+        return configlib.Config.from_file(logdir / 'config.yaml')
+    except yaml.YAMLError as error:     # not a ValueError; callers report ValueErrors as bad input
+        raise ValueError(f"{logdir / 'config.yaml'}: not a saved config ({error})") from error
+
+
+def logdir_run(logdir):
+    """What the run in `logdir` ran and its finished training episodes (`steps`, `scores`, possibly empty).
+
+    Rows a restart rolled back are dropped; `run/updates` rows are read too, since the first one a resumed
+    run logs is what shows where it stepped back to. Raises ValueError if `logdir` holds no run.
+    """
+    logdir = pathlib.Path(logdir).expanduser().absolute()
+    config = _read_config(logdir)
+    rows = curves.timeline(runlib.metric_rows(logdir, ['episode/score', 'run/updates']))
+    episodes = [row for row in rows if row.get('episode/score') is not None]
+    # benchmark_of knows the paper benchmarks only; for gym the first overlay names it.
+    benchmark = runlib.benchmark_of(config) or (config.overlays[0] if config.overlays else config.env.suite)
+    return {'path': str(logdir), 'name': logdir.name, 'version': config.version or 'dreamerv3',
+            'benchmark': benchmark, 'task': config.env.task, 'end': float(config.run.steps),
+            'steps': np.array([row['step'] for row in episodes], np.float64),
+            'scores': np.array([row['episode/score'] for row in episodes], np.float64)}
+
+
+def logdir_runs(logdirs):
+    """`logdir_run` of each logdir; ValueError names the first that is no run or has no finished episode."""
+    runs = [logdir_run(path) for path in logdirs]
+    for run in runs:
+        if not len(run['steps']):
+            raise ValueError(f"{run['path']}: no finished training episode in its metrics.jsonl yet")
+    return runs
+
+
+@functools.lru_cache(maxsize=16)
+def _release_table(benchmark, version, reference_dir):
+    """The released curves, cached (redrawn every log interval), or None where none were released or the
+    repository's tables are absent (an installed package): the figure then just has no release."""
+    try:
+        return reference.curves(benchmark, version, reference_dir)
+    except FileNotFoundError:
+        return None
+
+
+def _agg_figure(figsize):
+    """A figure on its own Agg canvas, outside pyplot: no global backend switch and no figure registry in
+    the training process that draws it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _run_panel(ax, benchmark, task, group, reference_dir, window):
+    """Each run's episode scores (dots) and running mean (line) over the released curve of each version."""
+    end = max(max(run['end'], run['steps'][-1]) for run, _ in group)
+    versions = sorted({run['version'] for run, _ in group})
+    for version, color in zip(versions, _RELEASE_COLORS * len(versions)):
+        name = 'release' if len(versions) == 1 else f'{version} release'
+        _release(ax, _release_table(benchmark, version, reference_dir), task, end, name, color)
+    for run, color in group:
+        ax.plot(run['steps'], run['scores'], '.', color=color, ms=3, alpha=0.5)
+        ax.plot(run['steps'], running_mean(run['scores'], window), color=color, lw=1.5,
+                label=f"{run['name']} ({run['version']})")
+    ax.set_xlim(0, end)
+    ax.set_xlabel('frames' if benchmark.startswith('atari') else 'env steps', fontsize=9)
+    ax.set_ylabel(f'episode return\n(dots: episodes, lines: mean of {window})', fontsize=8)
+    ax.set_title(f'{benchmark} {task}', fontsize=10)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7, loc='lower right')    # 'best' would search over every plotted point
+
+
+def runs_figure(runs, reference_dir=None, window=curves.WINDOW, make_figure=_agg_figure):
+    """One panel per (benchmark, task) of `runs` (`logdir_runs` dicts), one colour per run.
+
+    `make_figure(figsize)` makes the figure: an Agg one by default, pyplot's `plt.figure` for a window.
+    """
+    if not runs:
+        raise ValueError('no runs to plot')
+    panels = {}
+    for run, color in zip(runs, _RUN_COLORS * len(runs)):
+        panels.setdefault((run['benchmark'], run['task']), []).append((run, color))
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+    fig = make_figure(figsize=(5.6 * cols, 3.6 * rows))
+    for i, ((benchmark, task), group) in enumerate(panels.items()):
+        _run_panel(fig.add_subplot(rows, cols, i + 1), benchmark, task, group, reference_dir, window)
+    fig.tight_layout()
+    return fig
+
+
+def save_png(fig, out, dpi=90):
+    """Write `fig` at `out` through a temporary file and os.replace, so that a reader (an image viewer
+    refreshing a run's curves.png) never sees half a PNG."""
+    out = pathlib.Path(out)
+    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
+    try:
+        fig.savefig(tmp, format='png', dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)      # only left when savefig or the rename failed
+    return out
+
+
+class LiveCurves:
+    """The trainer's `<logdir>/curves.png`: `runs_figure` of its own run, redrawn by `update()`.
+
+    A plot must never stop training: any failure prints one warning per run, and later calls try again.
+    The cost of a redraw grows with metrics.jsonl, and a fast run with short log intervals would spend much
+    of its time plotting; so a redraw is skipped while the last one took more than `share` of the time
+    since. `update(final=True)` always draws, unless nothing was logged since the last drawing.
+    """
+
+    def __init__(self, logdir, share=0.05, reference_dir=None):
+        self.logdir, self.share, self.reference_dir = pathlib.Path(logdir), share, reference_dir
+        self.path = self.logdir / CURVES_PNG
+        self.cost = 0.0             # seconds the last attempt took
+        self.tried_at = None        # time.monotonic() at its end
+        self.drawn_size = None      # metrics.jsonl's size when last drawn
+        self.warned = False
+
+    def update(self, final=False):
+        """Redraw curves.png if due; True if it was redrawn."""
+        start = time.monotonic()
+        if not final and self.tried_at is not None and self.cost > self.share * (start - self.tried_at):
+            return False
+        try:
+            drawn = self._draw()
+        except Exception as error:       # any failure at all: training matters more than its picture
+            self._warn(error)
+            drawn = False
+        self.tried_at = time.monotonic()
+        self.cost = self.tried_at - start
+        return drawn
+
+    def _draw(self):
+        size = os.path.getsize(self.logdir / runlib.METRICS_FILE)
+        if size == self.drawn_size:
+            return False
+        run = logdir_run(self.logdir)
+        if not len(run['steps']):    # no episode finished yet (prefill): nothing to draw, not a fault
+            return False
+        save_png(runs_figure([run], self.reference_dir), self.path)
+        self.drawn_size = size
+        return True
+
+    def _warn(self, error):
+        if not self.warned:
+            self.warned = True
+            text = ' '.join(str(error).split())     # one line, whatever the error's message holds
+            print(f'warning: cannot draw {self.path} ({type(error).__name__}: {text}); training goes on, '
+                  'later plotting errors of this run are not shown', flush=True)
+
+
+def logdirs_figure(logdirs, out=None, show=False, reference_dir=None, window=curves.WINDOW):
+    """Overlay the runs in `logdirs` (`runs_figure`); write the PNG at `out` if given, open a window if
+    `show`. Returns `out`. ValueError names a path that holds no run or no finished episode."""
+    runs = logdir_runs(logdirs)
+    if not show:
+        return save_png(runs_figure(runs, reference_dir, window), out)
+    import matplotlib.pyplot as plt     # the interactive backend matplotlib picks, not Agg
+    fig = runs_figure(runs, reference_dir, window, plt.figure)
+    if out:
+        save_png(fig, out)
+    plt.show()
+    return out
 
 
 # ------------------------------------------------------------------------------------------------

@@ -267,8 +267,12 @@ def test_records_of_the_small_setting_are_named_apart_and_plotted_together(tmp_p
     png = plots.settings_figure(sorted((tmp_path / 'curves').glob('*-small.csv')), tmp_path / 'all.png')
     assert matplotlib.image.imread(png).ndim == 3
     assert matplotlib.image.imread(tmp_path / 'curves' / 'small.png').ndim == 3
+    # Tasks may hold a '-' (gym's CartPole-v1); versions and benchmarks do not.
+    assert curves.parse_full_name(pathlib.Path('dreamerv3-gym-CartPole-v1-small.csv')) == (
+        'dreamerv3', 'gym', 'CartPole-v1', 'small')
+    assert curves.parse_full_name(pathlib.Path('dreamerv3-gym-CartPole-v1.csv'))[2:] == ('CartPole-v1', None)
     with pytest.raises(ValueError, match='setting'):
-        curves.parse_full_name(tmp_path / 'a-b-c-d-e.csv')
+        curves.parse_full_name(tmp_path / 'dreamerv3-small.csv')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 from dreamer_tf.results import runs as runlib
 
 COLUMNS = ('env_step', 'wall_minutes', 'score', 'updates')
+SETTINGS = ('small',)    # non-paper overlays whose records carry the overlay's name
 WINDOW = 10
 MAX_ROWS = 2000
 # The repository's results/curves/ (records are data of the repository, not of the package).
@@ -45,11 +46,16 @@ def parse_name(path):
 
 
 def parse_full_name(path):
-    """(version, benchmark, task, setting or None) from a record's file name."""
+    """(version, benchmark, task, setting or None) from a record's file name.
+
+    Versions and benchmarks hold no '-', tasks may (gym's CartPole-v1); a last part in SETTINGS is
+    the setting.
+    """
     parts = pathlib.Path(path).stem.split('-')
-    if len(parts) not in (3, 4) or not all(parts):
+    setting = parts.pop() if len(parts) >= 4 and parts[-1] in SETTINGS else None
+    if len(parts) < 3 or not all(parts):
         raise ValueError(f'{path}: a record is named <version>-<benchmark>-<task>[-<setting>].csv')
-    return (*parts, None) if len(parts) == 3 else tuple(parts)
+    return parts[0], parts[1], '-'.join(parts[2:]), setting
 
 
 def timeline(rows):
@@ -134,7 +140,7 @@ def record_run(logdir, out_dir=None, window=WINDOW, setting=None):
         raise ValueError(f'{logdir}: expected the logdir of one run, found {len(found)} runs')
     run = found[0]
     if not run['benchmark']:
-        raise ValueError(f"{logdir}: cannot tell the run's benchmark (no config.yaml)")
+        raise ValueError(f"{logdir}: cannot tell the run's benchmark (no config.yaml, or an unknown suite)")
     rows = record(run['path'], window)
     if not rows:
         raise ValueError(f'{logdir}: no finished training episode yet')

@@ -50,7 +50,7 @@ def benchmark_of(config):
         return 'dmc_vision' if env.obs == 'vision' else 'dmc_proprio'
     if env.suite == 'atari':
         return 'atari' if env.atari.sticky > 0 else 'atari100k'
-    return {'crafter': 'crafter'}.get(env.suite)
+    return {'crafter': 'crafter', 'gym': 'gym'}.get(env.suite)   # gym: quick checks, no paper protocol
 
 
 def read_run(run_dir, task=None, seed=None, benchmark=None, version=None):

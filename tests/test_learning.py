@@ -1,9 +1,9 @@
 """One end-to-end learning test: a small DreamerV3 must learn gymnasium CartPole-v1.
 
-Random CartPole policies last about 22 steps. The test trains for 30k env steps (about 5 minutes
-on 2 cores) and requires the last 10 episodes to last at least three times as long on average, which only happens when
-the world model, the imagination returns and the actor gradient all work (flipping the actor loss
-sign makes the agent drop the pole faster than random, and the test fails).
+Random CartPole policies last about 22 steps. The test trains for 30k env steps (about 5 minutes on
+2 cores) and requires the last 10 episodes to last at least three times as long on average, which only
+happens when the world model, the imagination returns and the actor gradient all work (flipping the
+actor loss sign makes the agent drop the pole faster than random, and the test fails).
 """
 
 import numpy as np

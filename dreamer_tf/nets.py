@@ -140,7 +140,20 @@ class BlockGRU(keras.layers.Layer):
     def _flat(self, x):
         return tf.reshape(x, [-1, x.shape[-2] * x.shape[-1]])
 
-    def _first_layer(self, first, deter, proj):
+    def arrange(self, dtype):
+        """The first block-linear layer's weights laid out for `_first_layer`, in `dtype`.
+
+        A loop over time computes this once before the loop and passes it to every step, so the
+        differentiated loop neither rebuilds it nor stores a copy per step for its backward pass.
+        """
+        first = (self.hidden_layers + [self.gates])[0]
+        part = self.deter // self.blocks
+        kernel = tf.cast(first.kernel, dtype)                          # [G, part + n*h, out/G]
+        shared = tf.transpose(kernel[:, part:], [1, 0, 2])             # [n*h, G, out/G]
+        return dict(own=kernel[:, :part], shared=tf.reshape(shared, [shared.shape[0], -1]),
+                    bias=tf.cast(first.bias, dtype))
+
+    def _first_layer(self, weights, deter, proj):
         """The first block-linear layer on concat_g(deter_g, proj), without building that input.
 
         Every block sees the same `proj`, so its share of the product is one dense matmul with
@@ -148,19 +161,15 @@ class BlockGRU(keras.layers.Layer):
         block-diagonal. Same weights and result as BlockLinear on the concatenation, but it never
         materialises the [B, G, n*hidden] broadcast (the largest tensor of the step).
         """
-        part = self.deter // self.blocks
-        kernel = tf.cast(first.kernel, deter.dtype)                    # [G, part + n*h, out/G]
-        own = tf.einsum('ngi,gio->ngo', self._group(deter), kernel[:, :part])
-        shared = tf.transpose(kernel[:, part:], [1, 0, 2])             # [n*h, G, out/G]
-        shared = tf.matmul(proj, tf.reshape(shared, [shared.shape[0], -1]))
-        return self._flat(own) + shared + tf.cast(first.bias, deter.dtype)
+        own = tf.einsum('ngi,gio->ngo', self._group(deter), weights['own'])
+        return self._flat(own) + tf.matmul(proj, weights['shared']) + weights['bias']
 
-    def call(self, deter, inputs):
+    def call(self, deter, inputs, arranged=None):
+        """One step; `arranged` is `self.arrange(deter.dtype)` when a loop computed it already."""
         proj = [self.act(norm(linear(x)))
                 for x, linear, norm in zip(inputs, self.inputs_in, self.inputs_norm)]
         proj = tf.concat(proj, -1)                                     # [B, n * hidden]
-        layers = self.hidden_layers + [self.gates]
-        x = self._first_layer(layers[0], deter, proj)
+        x = self._first_layer(arranged or self.arrange(deter.dtype), deter, proj)
         if self.hidden_layers:
             x = self.act(self.hidden_norms[0](x))
         for layer, norm in zip(self.hidden_layers[1:], self.hidden_norms[1:]):

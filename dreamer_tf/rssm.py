@@ -96,12 +96,19 @@ class RSSM(keras.layers.Layer):
 
     # -- one step -----------------------------------------------------------------------------
 
-    def img_step(self, prev_state, prev_action, key=None):
+    def img_step(self, prev_state, prev_action, key=None, arranged=None):
         """Prior step: h_t = f(h_{t-1}, z_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t). key: [B] or None."""
-        return self.prior(self.core_step(prev_state, prev_action), key)
+        return self.prior(self.core_step(prev_state, prev_action, arranged), key)
 
-    def core_step(self, prev_state, prev_action):
-        """The deterministic part of a step, h_t = f(h_{t-1}, z_{t-1}, a_{t-1}): [B, deter] float32."""
+    def arranged_core(self):
+        """Loop-invariant core weights that a loop over time hands to every step (None: nothing to)."""
+        return self.core.arrange(self.compute_dtype) if self.core_kind == 'block_gru' else None
+
+    def core_step(self, prev_state, prev_action, arranged=None):
+        """The deterministic part of a step, h_t = f(h_{t-1}, z_{t-1}, a_{t-1}): [B, deter] float32.
+
+        arranged: `self.arranged_core()`, computed once by a loop over time (block GRU only).
+        """
         # Actions are divided by their magnitude where it exceeds 1 so that large discrete or
         # unbounded actions cannot blow up the GRU input (as in the Nature release).
         action = tf.cast(prev_action, tf.float32)
@@ -110,7 +117,7 @@ class RSSM(keras.layers.Layer):
         stoch = tf.cast(tf.reshape(prev_state['stoch'], [-1, self.stoch_dim]), dtype)
         deter, action = tf.cast(prev_state['deter'], dtype), tf.cast(action, dtype)
         if self.core_kind == 'block_gru':
-            deter = self.core(deter, [deter, stoch, action])
+            deter = self.core(deter, [deter, stoch, action], arranged)
         else:
             deter = self.core(deter, self.img_in(tf.concat([stoch, action], -1)))
         return tf.cast(deter, tf.float32)
@@ -140,7 +147,8 @@ class RSSM(keras.layers.Layer):
         """
         prior_key, post_key = (None, None) if key is None else (ops.fold_in(key, 0), ops.fold_in(key, 1))
         deter = self.core_step(*self.reset(prev_state, prev_action, is_first))
-        return self.posterior(deter, embed, post_key), self.prior(deter, prior_key)
+        prior = self.prior(deter, prior_key)       # first: unkeyed (acting) noise is drawn in this order
+        return self.posterior(deter, embed, post_key), prior
 
     # -- sequences ----------------------------------------------------------------------------
 
@@ -156,9 +164,11 @@ class RSSM(keras.layers.Layer):
             steps = tf.range(tf.shape(embed)[1], dtype=tf.int64)
             inputs += (ops.fold_in(key[None, :], steps[:, None]),)               # [T, B]
 
+        arranged = self.arranged_core()
+
         def step(prev, inp):
             # Only h_t and the posterior feed the next step, so the loop computes only them.
-            deter = self.core_step(*self.reset(prev, inp[1], inp[2]))
+            deter = self.core_step(*self.reset(prev, inp[1], inp[2]), arranged)
             return self.posterior(deter, inp[0], None if key is None else ops.fold_in(inp[3], 1))
 
         # tf.scan keeps the graph one step long: XLA compiles in seconds instead of minutes.
@@ -187,9 +197,11 @@ class RSSM(keras.layers.Layer):
         def act(state, k):
             return policy(state) if key is None else policy(state, ops.fold_in(k, 1))
 
+        arranged = self.arranged_core()
+
         def step(prev, k):
             state, action = prev
-            state = self.img_step(state, action, None if key is None else ops.fold_in(k, 0))
+            state = self.img_step(state, action, None if key is None else ops.fold_in(k, 0), arranged)
             return state, act(state, k)
 
         first = act(start, keys[0])

@@ -1,5 +1,6 @@
 """World-model losses and the agent's update, acting and bookkeeping, eager with the debug config."""
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -146,6 +147,7 @@ SLOW_RATE = 0.02
 @pytest.fixture(scope='module', params=list(SETUPS))
 def trained(request):
     """Runs two updates and records what the tests below check."""
+    keras.utils.set_random_seed(0)          # the same weights and noise in every run of the file
     obs_space, act_space = SETUPS[request.param]
     agent = Agent(CONFIG, obs_space, act_space)
     data = as_tensors(make_batch(obs_space, act_space))
@@ -185,9 +187,16 @@ def test_warmup_makes_the_first_update_zero_and_the_second_not(trained):
     np.testing.assert_allclose(trained['metrics2']['lr'], 4e-5 / 1000, rtol=1e-6)
     for before, after in zip(trained['params0'], trained['params1']):
         np.testing.assert_array_equal(after, before)
-    changed = [not np.array_equal(a, b) for a, b in zip(trained['params1'], trained['params2'])]
-    # Every module learns something on the second update (variables without gradient aside).
-    assert sum(changed) > 0.8 * len(changed)
+    # Every module learns something on the second update. Per variable this is not robust: at lr 4e-8
+    # a variable whose update rounds away in float32 stays bit-equal (41 of 55 moved in one run).
+    path = {id(v): p for p, v in trained['agent'].weights_by_path.items()}
+    moved = {}
+    for var, a, b in zip(trained['agent'].train_vars, trained['params1'], trained['params2'], strict=True):
+        parts = path[id(var)].split('/')
+        module = '/'.join(parts[:2]) if parts[0] == 'wm' else parts[0]   # wm/encoder ... actor, critic
+        moved[module] = moved.get(module, False) or not np.array_equal(a, b)
+    # (A head's hidden layers get no gradient yet: its output layer starts at zero and moved only now.)
+    assert all(moved.values()) and len(moved) >= 7, moved
 
 
 def test_slow_critic_is_an_ema_of_the_critic(trained):

@@ -176,10 +176,9 @@ def scan(fn, elems, init, unroll=1):
     T // unroll iterations remain, so a large graph is never built.
     """
     length = tf.nest.flatten(elems)[0].shape[0]
-    if unroll <= 1 or length is None:
-        return tf.scan(fn, elems, init)
-    unroll = max(k for k in range(1, min(unroll, length) + 1) if length % k == 0)
-    if unroll == 1:
+    if length is not None:
+        unroll = max((k for k in range(1, min(unroll, length) + 1) if length % k == 0), default=1)
+    if length is None or unroll <= 1:
         return tf.scan(fn, elems, init)
     chunks = tf.nest.map_structure(
         lambda x: tf.reshape(x, [length // unroll, unroll, *x.shape[1:]]), elems)

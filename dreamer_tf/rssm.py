@@ -177,11 +177,7 @@ class RSSM(keras.layers.Layer):
         # same samples, from stream 0 of each step's key) as a per-step obs_step, with a shorter loop.
         prior_key = None if key is None else tf.reshape(_swap_time(ops.fold_in(inputs[3], 0)), [-1])
         prior = self.prior(tf.reshape(post['deter'], [-1, self.deter]), prior_key)
-        lead = post['deter'].shape[:2]
-        lead = lead.as_list() if lead.is_fully_defined() else tf.shape(post['deter'])[:2]
-        prior = {k: tf.reshape(v, tf.concat([lead, tf.shape(v)[1:]], 0)) if not isinstance(lead, list)
-                 else tf.reshape(v, lead + v.shape[1:].as_list()) for k, v in prior.items()}
-        return post, prior
+        return post, {k: _unflatten_time(v, post['deter']) for k, v in prior.items()}
 
     def imagine(self, policy, start, horizon, key=None):
         """Roll the prior forward `horizon` steps from `start` [N] with actions from `policy`.
@@ -303,6 +299,13 @@ def _select(keep, value, init):
 
 def _stack(states):
     return {k: tf.stack([s[k] for s in states], 1) for k in states[0]}
+
+
+def _unflatten_time(x, like):
+    """[B*T, ...] -> [B, T, ...], with B and T those of `like` [B, T, ...] (the inverse of flatten_time)."""
+    out = tf.reshape(x, tf.concat([tf.shape(like)[:2], tf.shape(x)[1:]], 0))
+    out.set_shape(like.shape[:2].concatenate(x.shape[1:]))
+    return out
 
 
 def flatten_time(state):

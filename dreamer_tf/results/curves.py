@@ -41,7 +41,7 @@ def record_name(version, benchmark, task, setting=None):
 
 
 def parse_name(path):
-    """(version, benchmark, task) from a record's file name; none of them contains a '-'."""
+    """(version, benchmark, task) from a record's file name (see parse_full_name)."""
     return parse_full_name(path)[:3]
 
 

@@ -204,14 +204,14 @@ def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW)
 def settings_figure(paths, out, window=curves.WINDOW):
     """Records of a non-paper setting (the CPU `small` overlay) in one figure: a panel per task with one
     line per version, score against training wall-clock minutes (what a laptop user waits for)."""
-    plt = _pyplot()
     by_task = {}
     for path in sorted(paths):
         version, benchmark, task, _ = curves.parse_full_name(path)
         by_task.setdefault(f'{benchmark} {task}', []).append((version, curves.read_record(path)))
     if not by_task:
         raise ValueError('no records to plot')
-    fig, axes = plt.subplots(1, len(by_task), figsize=(4.2 * len(by_task), 3.4), squeeze=False)
+    fig = _agg_figure((4.2 * len(by_task), 3.4))
+    axes = fig.subplots(1, len(by_task), squeeze=False)
     for ax, (title, lines) in zip(axes[0], sorted(by_task.items()), strict=True):
         for version, data in lines:
             ax.plot(data['wall_minutes'], data['score'], lw=1.5, label=version)
@@ -221,9 +221,7 @@ def settings_figure(paths, out, window=curves.WINDOW):
         ax.set_xlim(left=0)
         ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return pathlib.Path(out)
+    return save_png(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -265,8 +263,7 @@ def logdir_run(logdir):
     config = _read_config(logdir)
     rows = curves.timeline(runlib.metric_rows(logdir, ['episode/score', 'run/updates']))
     episodes = [row for row in rows if row.get('episode/score') is not None]
-    # benchmark_of knows the paper benchmarks only; for gym the first overlay names it.
-    benchmark = runlib.benchmark_of(config) or (config.overlays[0] if config.overlays else config.env.suite)
+    benchmark = runlib.benchmark_of(config) or config.env.suite     # benchmark_of knows every suite
     return {'path': str(logdir), 'name': logdir.name, 'version': config.version or 'dreamerv3',
             'benchmark': benchmark, 'task': config.env.task, 'end': float(config.run.steps),
             'steps': np.array([row['step'] for row in episodes], np.float64),

@@ -99,6 +99,26 @@ def record(run_dir, window=WINDOW, max_rows=MAX_ROWS):
     return _thin(out, max_rows)
 
 
+def update_speed(run_dir, window=WINDOW):
+    """Seconds per update of a run, from its logged `run/updates` and `run/wall_minutes`.
+
+    The interval starts at the first log point with updates done, so compiling and the prefill are
+    left out. Returns a dict with env_steps, updates, wall_minutes, seconds_per_update (None before two
+    such log points) and score (the last `window`-episode mean, None before the first episode).
+    """
+    rows = timeline(runlib.metric_rows(run_dir, _KEYS))
+    logged = [r for r in rows if r.get('run/updates') and r.get('run/wall_minutes') is not None]
+    scores = [float(r['episode/score']) for r in rows if r.get('episode/score') is not None]
+    speed = None
+    if len(logged) >= 2 and logged[-1]['run/updates'] > logged[0]['run/updates']:
+        minutes = logged[-1]['run/wall_minutes'] - logged[0]['run/wall_minutes']
+        speed = 60 * minutes / (logged[-1]['run/updates'] - logged[0]['run/updates'])
+    last = logged[-1] if logged else {}
+    return {'env_steps': int(rows[-1]['step']) if rows else 0, 'updates': last.get('run/updates'),
+            'wall_minutes': last.get('run/wall_minutes'), 'seconds_per_update': speed,
+            'score': float(np.mean(scores[-window:])) if scores else None}
+
+
 def _cell(name, value):
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return ''

@@ -6,13 +6,15 @@
 
 `--logdir` is a sweep (<logdir>/<version>/<benchmark>/<task>/<seed>/metrics.jsonl) or a single run's
 logdir. Writes curves.png, aggregate.png (and crafter_success.png for Crafter) and summary.md into
-`--out`. See results/README.md for what each paper figure and table needs.
+`--out`, and profiles.png: rliable's performance profiles of ours and the paper and the probability
+that a run of ours beats one of the paper's (aggregates and intervals in summary.md). See
+results/README.md for what each paper figure and table needs.
 """
 
 import argparse
 import sys
 
-from dreamer_tf.results import aggregate, plots
+from dreamer_tf.results import aggregate, compare, plots
 
 
 def main(argv=None):
@@ -28,11 +30,15 @@ def main(argv=None):
                              '(default), dreamerv2_gamer, dreamerv2_record')
     args = parser.parse_args(argv)
     try:
-        result = plots.report(args.logdir, args.benchmark, args.out, args.version, args.reference, args.reps,
-                              args.normaliser)
+        options = (args.version, args.reference, args.reps, args.normaliser)
+        result = plots.report(args.logdir, args.benchmark, args.out, *options)
+        section = compare.report(args.logdir, args.benchmark, args.out, *options)
     except (ValueError, FileNotFoundError) as error:
         print(f'error: {error}', file=sys.stderr)
         return 2
+    if section:
+        with open(f'{args.out}/summary.md', 'a', encoding='utf-8') as f:
+            f.write('\n' + '\n'.join(section) + '\n')
     print(f"{args.out}/summary.md ({result['runs']} runs)")
     return 0
 

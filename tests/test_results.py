@@ -16,7 +16,7 @@ from dreamer_tf import config as configlib
 from dreamer_tf.dream import open_loop_grid
 from dreamer_tf.envs.crafter import ACHIEVEMENTS
 from dreamer_tf.replay import Replay
-from dreamer_tf.results import aggregate, curves, plots, reference
+from dreamer_tf.results import aggregate, compare, curves, plots, reference
 from dreamer_tf.results import runs as runlib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -46,11 +46,16 @@ def test_binned_curve_bins_fills_gaps_and_stops_at_the_run_end():
 
 
 def test_iqm_aggregates_and_normalisation_by_hand():
-    assert aggregate.iqm(np.arange(1, 9)) == pytest.approx(4.5)          # mean of 3, 4, 5, 6
+    assert aggregate.aggregates({'t': np.arange(1, 9)})['iqm'] == pytest.approx(4.5)   # mean of 3, 4, 5, 6
     scores = {'a': [1.0, 3.0], 'b': [10.0, 10.0], 'c': [4.0, 8.0]}     # task means 2, 10, 6
-    agg = aggregate.aggregates(scores)
+    agg = aggregate.aggregates(scores, target=5.0)
     assert agg['mean'] == pytest.approx(6) and agg['median'] == pytest.approx(6)
     assert agg['iqm'] == pytest.approx(np.mean([3, 4, 8, 10]))        # 1 3 4 8 10 10: trim 1 each side
+    # Clipped at 5: 1 3 5 5 4 5, mean 23 / 6.
+    assert agg['optimality_gap'] == pytest.approx(5 - 23 / 6)
+    # Unequal seed counts: mean and median over task means, IQM over the 5 runs (trim 1 each side).
+    ragged = aggregate.aggregates({'a': [1.0, 2.0, 9.0], 'b': [6.0, 8.0]})
+    assert ragged['mean'] == pytest.approx((4 + 7) / 2) and ragged['iqm'] == pytest.approx((2 + 6 + 8) / 3)
     norm = aggregate.normalise({'pong': [0.0, 14.6]}, {'pong': [-20.7, 14.6]})
     np.testing.assert_allclose(norm['pong'], [20.7 / 35.3, 1.0])
     with pytest.raises(ValueError, match='pong'):
@@ -60,14 +65,69 @@ def test_iqm_aggregates_and_normalisation_by_hand():
 def test_bootstrap_intervals_are_seeded_and_contain_the_estimate():
     rng = np.random.default_rng(1)
     scores = {f't{i}': rng.normal(i, 1.0, 5) for i in range(8)}
+    np.random.seed(7)
     ci = aggregate.bootstrap_ci(scores, reps=300, seed=3)
-    assert ci == aggregate.bootstrap_ci(scores, reps=300, seed=3)
+    # rliable resamples with NumPy's global RNG: seeded inside, and the caller's stream is left alone.
+    assert np.random.rand() == np.random.RandomState(7).rand()
+    assert ci == aggregate.bootstrap_ci(scores, reps=300, seed=3) != aggregate.bootstrap_ci(scores, reps=300)
     point = aggregate.aggregates(scores)
+    assert set(ci) == set(point) == set(aggregate.METRICS)
     for name, (low, high) in ci.items():
         assert low <= point[name] <= high and low < high
     # Identical seeds leave nothing to resample.
     fixed = aggregate.bootstrap_ci({'a': [2.0, 2.0], 'b': [4.0, 4.0]}, reps=50)
     assert fixed['mean'] == (3.0, 3.0)
+    # One seed is fixed; two seeds resample to means 1, 2 or 3 (each extreme 1/4): the mean takes
+    # 1.5, 2 or 2.5, and the 2.5 and 97.5 percentiles are the extremes.
+    ragged = aggregate.bootstrap_ci({'a': [2.0], 'b': [1.0, 3.0]}, reps=200)
+    assert ragged['mean'] == (1.5, 2.5)
+
+
+def test_performance_profile_is_the_fraction_of_runs_above_each_threshold():
+    scores = {'a': [1.0, 2.0], 'b': [3.0, 4.0]}
+    profile, low, high = compare.performance_profile(scores, [0.0, 1.0, 2.5, 4.0], reps=100)
+    np.testing.assert_allclose(profile, [1.0, 0.75, 0.5, 0.0])       # strictly above: 4, 3, 2, 0 of 4
+    assert (low <= profile).all() and (profile <= high).all()
+    # Above 2.5 every resample keeps a's two runs below and b's two above.
+    assert (low[2], high[2]) == (0.5, 0.5) and low[1] < high[1]
+
+
+def test_probability_of_improvement_by_hand():
+    # [1, 2] against [0, 3]: 1 > 0, 1 < 3, 2 > 0, 2 < 3 -> 2 of 4 pairs.
+    assert compare.probability_of_improvement({'t': [1.0, 2.0]}, {'t': [0.0, 3.0]}, reps=20)[0] == 0.5
+    # A tie counts half: against [1, 0]: 0.5 + 1 + 1 + 1 of 4.
+    assert compare.probability_of_improvement({'t': [1.0, 2.0]}, {'t': [1.0, 0.0]}, reps=20)[0] == 0.875
+    # Averaged over the common tasks; u has 1 seed against 3: 5 beats 4 and 2, not 6 -> 2 / 3.
+    x = {'t': [1.0, 2.0], 'u': [5.0], 'only_x': [9.0]}
+    y = {'t': [0.0, 3.0], 'u': [4.0, 6.0, 2.0]}
+    p, (low, high) = compare.probability_of_improvement(x, y, reps=200)
+    assert p == pytest.approx((0.5 + 2 / 3) / 2) and low <= p <= high and low < high
+    assert compare.probability_of_improvement(y, x, reps=20)[0] == pytest.approx(1 - p)
+    # Every run of x above every run of y, whatever the resample.
+    assert compare.probability_of_improvement({'t': [5.0, 6.0]}, {'t': [1.0, 2.0, 3.0]}, reps=20) == (
+        1.0, (1.0, 1.0))
+    with pytest.raises(ValueError, match='no task in common'):
+        compare.probability_of_improvement({'a': [1.0]}, {'b': [1.0]})
+
+
+def test_comparison_figure_and_table(tmp_path):
+    import matplotlib.image
+    methods = {'ours': {'a': [0.0, 1.0], 'b': [1.0, 1.0]},
+               'paper': {'a': [0.5, 0.5], 'b': [2.0, 3.0], 'c': [4.0, 4.0]}}
+    result = compare.compare(methods, target=1.0, reps=200)
+    assert result['tasks'] == ['a', 'b'] and result['taus'][0] == 0 and result['taus'][-1] == 3
+    # ours on a and b: runs 0 1 1 1; gap below 1 is 1 - 3/4; IQM keeps the middle 1, 1.
+    ours = result['methods']['ours']
+    assert ours['aggregates'] == {'mean': 0.75, 'median': 0.75, 'iqm': 1.0, 'optimality_gap': 0.25}
+    # Pairs on a: 0 < 0.5 twice, 1 > 0.5 twice -> 1/2; on b: never -> 0.
+    assert result['improvement'][('ours', 'paper')][0] == pytest.approx(0.25)
+    png = compare.profile_figure(result, tmp_path / 'profiles.png', 'human-normalised score')
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[1] > 600
+    lines = compare.summary_lines(result)
+    # a resamples to 0, 0.5 or 1 and b stays 1: the mean takes 0.5, 0.75 or 1.
+    assert '| ours | 0.75 [0.5, 1] | 0.75 [0.5, 1] | 1 [0.5, 1] | 0.25 [0, 0.5] |' in lines
+    assert any(line.startswith('P(ours > paper) = 0.25 [') for line in lines)
 
 
 def test_crafter_summary_rates_score_and_spread_over_seeds():
@@ -154,6 +214,22 @@ def test_report_scores_plots_and_tables_an_atari_sweep(tmp_path):
     assert '| mean | 0.75 |' in summary and '| pong | 2 |' in summary
     with pytest.raises(ValueError, match='no dreamerv3 crafter runs'):
         plots.report(tmp_path / 'sweep', 'crafter', tmp_path / 'none')
+
+
+def test_plot_cli_compares_an_atari_sweep_with_the_paper_on_its_tasks(tmp_path):
+    import matplotlib.image
+    atari_sweep(tmp_path / 'sweep')
+    out = tmp_path / 'out'
+    command = [sys.executable, str(ROOT / 'results' / 'plot.py'), f'--logdir={tmp_path / "sweep"}',
+               '--benchmark=atari100k', f'--out={out}', '--reps=200']
+    result = subprocess.run(command, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert matplotlib.image.imread(out / 'profiles.png').ndim == 3
+    summary = (out / 'summary.md').read_text()
+    # Normalised pong seeds 0 and 1, boxing 1 and 1 (as in the report test): same hand values as above.
+    assert 'Over the 2 tasks that every method has' in summary
+    assert '| ours | 0.75 [0.5, 1] | 0.75 [0.5, 1] | 1 [0.5, 1] | 0.25 [0, 0.5] |' in summary
+    assert 'P(ours > dreamerv3 (paper)) = ' in summary
 
 
 def test_report_of_crafter_runs_and_the_cli(tmp_path):

@@ -19,11 +19,13 @@ reproduces the published aggregates from the released curves (tests/test_golden.
 
 Dropping the empty windows instead of the stand-in gives Atari100k 1.247 / 0.494, which misses the
 published median. A task's score is the mean over its seeds; `mean` and `median` are taken over
-tasks; `iqm` (interquartile mean, Agarwal et al. 2021) over all (task, seed) scores.
+tasks, `iqm` (interquartile mean) and `optimality_gap` over all (task, seed) scores, all by rliable
+(Agarwal et al. 2021), as are the stratified bootstrap intervals.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import numpy as np
@@ -38,20 +40,21 @@ class Protocol:
     grid: float          # spacing of the learning-curve grid
     normaliser: str | None = None   # table of reference/atari_baselines.json, or raw scores
     label: str = 'score'
+    target: float = 1.0  # the optimality gap's threshold: human level, or DMC's best return
 
 
 PROTOCOLS = {
     'atari100k': Protocol(400e3, 10e3, 10e3, 'dreamerv3_gamer', 'human-normalised score'),
     'atari': Protocol(200e6, 10e6, 4e6, 'dreamerv3_gamer', 'human-normalised score'),
-    'dmc_proprio': Protocol(500e3, 25e3, 10e3, None, 'episode return'),
-    'dmc_vision': Protocol(1e6, 50e3, 20e3, None, 'episode return'),
+    'dmc_proprio': Protocol(500e3, 25e3, 10e3, None, 'episode return', 1000.0),
+    'dmc_vision': Protocol(1e6, 50e3, 20e3, None, 'episode return', 1000.0),
     'crafter': Protocol(1e6, 1e6, 20e3, None, 'episode return'),
 }
 # Protocols that differ for an older agent: DreamerV1 trained DMC vision for 5M steps (SPEC),
 # DreamerV2 its DMC vision runs for 2M steps (its released curves end at 1.98M).
 VERSION_PROTOCOLS = {
-    ('dreamerv1', 'dmc_vision'): Protocol(5e6, 250e3, 100e3, None, 'episode return'),
-    ('dreamerv2', 'dmc_vision'): Protocol(2e6, 100e3, 40e3, None, 'episode return'),
+    ('dreamerv1', 'dmc_vision'): Protocol(5e6, 250e3, 100e3, None, 'episode return', 1000.0),
+    ('dreamerv2', 'dmc_vision'): Protocol(2e6, 100e3, 40e3, None, 'episode return', 1000.0),
     ('dreamerv2', 'atari'): Protocol(200e6, 10e6, 4e6, 'dreamerv2_gamer', 'gamer-normalised score'),
 }
 
@@ -140,35 +143,78 @@ def normalise(scores, table):
             for task, v in scores.items()}
 
 
-def iqm(values):
-    """Interquartile mean: the mean of the middle half of the sorted values (25% trimmed each side)."""
-    values = np.sort(np.asarray(values, np.float64).ravel())
-    cut = int(0.25 * len(values))
-    return float(values[cut:len(values) - cut].mean())
+def rliable():
+    """rliable's (library, metrics). It imports pandas, statsmodels and arch (seconds), so only the
+    results scripts pay for it, not a training run that draws its own curve."""
+    from rliable import library, metrics
+    return library, metrics
 
 
-def aggregates(scores):
-    """{'mean', 'median', 'iqm'} of per-task seed arrays: mean/median over task means, IQM over runs."""
-    means = np.array([np.mean(v) for v in scores.values()])
-    runs = np.concatenate([np.asarray(v, np.float64) for v in scores.values()])
-    return {'mean': float(means.mean()), 'median': float(np.median(means)), 'iqm': iqm(runs)}
+@contextlib.contextmanager
+def seeded(seed):
+    """rliable draws its resamples from NumPy's global RNG (its `random_state` is unused): seed it,
+    then give the caller's state back."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
 
 
-def bootstrap_ci(scores, reps=2000, level=0.95, seed=0):
-    """Percentile bootstrap intervals of `aggregates`, resampling seeds within each task (stratified).
+def score_matrices(scores):
+    """{task: seed scores} as rliable score matrices [seeds, tasks], one per seed count.
 
-    Returns {name: (low, high)}. Tasks with one seed contribute a fixed value.
+    rliable resamples the seeds of each task of a matrix; tasks with fewer seeds than others go into
+    their own matrix, which it resamples independently (StratifiedIndependentBootstrap).
     """
-    rng = np.random.default_rng(seed)
-    arrays = [np.asarray(v, np.float64) for v in scores.values()]
-    samples = {name: np.empty(reps) for name in ('mean', 'median', 'iqm')}
-    for rep in range(reps):
-        resampled = {i: a[rng.integers(0, len(a), len(a))] for i, a in enumerate(arrays)}
-        for name, value in aggregates(resampled).items():
-            samples[name][rep] = value
-    tail = 100 * (1 - level) / 2
-    return {name: (float(np.percentile(s, tail)), float(np.percentile(s, 100 - tail)))
-            for name, s in samples.items()}
+    columns = {}
+    for values in scores.values():
+        values = np.asarray(values, np.float64).ravel()
+        columns.setdefault(len(values), []).append(values)
+    return [np.stack(group, axis=1) for group in columns.values()]
+
+
+def all_runs(matrices):
+    return np.concatenate([m.ravel() for m in matrices])
+
+
+def _aggregate_fn(target):
+    """The four aggregates of score matrices, as one vector so that one bootstrap serves them all.
+
+    mean and median are rliable's, over the task means ([1, tasks]: the mean over each task's own
+    seeds); IQM and optimality gap are rliable's over all (task, seed) scores.
+    """
+    _, metrics = rliable()
+
+    def fn(*matrices):
+        means = np.concatenate([m.mean(axis=0) for m in matrices])[None]
+        runs = all_runs(matrices)
+        return np.array([metrics.aggregate_mean(means), metrics.aggregate_median(means),
+                         metrics.aggregate_iqm(runs), metrics.aggregate_optimality_gap(runs, target)])
+    return fn
+
+
+METRICS = ('mean', 'median', 'iqm', 'optimality_gap')
+
+
+def aggregates(scores, target=1.0):
+    """{'mean', 'median', 'iqm', 'optimality_gap'} of {task: seed scores}; the gap is the mean
+    shortfall of all runs below `target` (1: human level for normalised Atari scores)."""
+    values = _aggregate_fn(target)(*score_matrices(scores))
+    return {name: float(v) for name, v in zip(METRICS, values)}
+
+
+def bootstrap_ci(scores, reps=2000, level=0.95, seed=0, target=1.0):
+    """rliable's stratified percentile bootstrap intervals of `aggregates` (seeds resampled within
+    each task). Returns {name: (low, high)}; a task with one seed contributes a fixed value."""
+    library, _ = rliable()
+    with seeded(seed):
+        _, intervals = library.get_interval_estimates(
+            {'scores': score_matrices(scores)}, _aggregate_fn(target), reps=reps,
+            confidence_interval_size=level)
+    low, high = intervals['scores']
+    return {name: (float(lo), float(hi)) for name, lo, hi in zip(METRICS, low, high)}
 
 
 def seed_band(curves):

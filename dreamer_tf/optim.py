@@ -1,22 +1,18 @@
-"""DreamerV3's single optimiser: adaptive gradient clipping, then LaProp, with linear warm-up.
+"""DreamerV3's optimiser (adaptive gradient clipping, then LaProp, with warm-up) and V1/V2's Adam.
 
-For each variable p with gradient g, at update t = 1, 2, ... (Nature release order):
+LaProp for each variable p with gradient g at update t = 1, 2, ... (Nature release order):
 
-    g   <- g / max(1, ||g|| / (agc * max(pmin, ||p||)))          adaptive gradient clipping
-    nu  <- beta2 * nu + (1 - beta2) * g^2
-    u   <- g / (sqrt(nu / (1 - beta2^t)) + eps)                   RMS scaling (bias-corrected)
-    mu  <- beta1 * mu + (1 - beta1) * u
-    p   <- p - lr_t * mu / (1 - beta1^t)                          momentum after scaling (LaProp)
-    lr_t = lr * min(1, (t - 1) / warmup)                          warm-up from 0
-
-Momentum is applied to the already-normalised update, which is what distinguishes LaProp from Adam.
+    g  <- g / max(1, ||g|| / (agc * max(pmin, ||p||)))
+    nu <- beta2 * nu + (1 - beta2) * g^2
+    mu <- beta1 * mu + (1 - beta1) * g / (sqrt(nu / (1 - beta2^t)) + eps)
+    p  <- p - lr * min(1, (t - 1) / warmup) * mu / (1 - beta1^t)
 """
 
 import tensorflow as tf
 
 
 def zero_slots(params, name):
-    """One float32 zero variable per parameter, shaped like it: an optimiser's moment estimates."""
+    """One float32 zero variable shaped like each parameter: an optimiser's moment estimates."""
     return [tf.Variable(tf.zeros(v.shape, tf.float32), trainable=False, name=name) for v in params]
 
 
@@ -28,11 +24,15 @@ def agc_clip(grad, param, clip, pmin):
     return grad / tf.maximum(1.0, gnorm / upper)
 
 
-class LaProp(tf.Module):
-    """Optimiser state lives in tf.Variables created up front for the given variables."""
+def _check_count(grads, params):
+    if len(grads) != len(params):
+        raise ValueError(f'{len(grads)} gradients for {len(params)} variables')
 
-    # The metrics that `apply` returns (a skipped update reports them as NaN).
-    metric_names = ('grad_norm', 'grad_norm_clipped', 'lr')
+
+class LaProp(tf.Module):
+    """The optimiser of every V3 variable, its state created up front."""
+
+    metric_names = ('grad_norm', 'grad_norm_clipped', 'lr')  # NaN when an update is skipped.
 
     def __init__(self, variables, lr, agc, pmin, beta1, beta2, eps, warmup, name='opt'):
         super().__init__(name=name)
@@ -45,16 +45,14 @@ class LaProp(tf.Module):
             self.mu, self.nu = zero_slots(self.params, 'mu'), zero_slots(self.params, 'nu')
 
     def learning_rate(self, step):
-        """Learning rate of the update made when `step` updates have already been applied."""
+        """The learning rate of the update made after `step` updates."""
         if self.warmup <= 0:
             return tf.constant(self.lr)
         frac = tf.minimum(1.0, tf.cast(step, tf.float32) / float(self.warmup))
         return self.lr * frac
 
     def apply(self, grads):
-        """Apply one update. Returns metrics (global gradient norm before and after clipping)."""
-        if len(grads) != len(self.params):
-            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        _check_count(grads, self.params)
         lr = self.learning_rate(self.step)
         self.step.assign_add(1)
         t = tf.cast(self.step, tf.float32)
@@ -74,12 +72,7 @@ class LaProp(tf.Module):
 
 
 class DynamicLossScale(tf.Module):
-    """Loss scaling for float16 compute (float32 parameters and losses).
-
-    float16 flushes gradients below about 6e-8 to zero, so the loss is multiplied by `scale` before
-    differentiating and the gradients are divided by it afterwards. An update whose scaled gradients
-    overflow is skipped and halves the scale; `period` finite updates in a row double it.
-    """
+    """float16 loss scaling: halve (not below 1) on a non-finite update, double after `period` finite ones."""
 
     def __init__(self, initial=2.0 ** 15, period=2000, name='loss_scale'):
         super().__init__(name=name)
@@ -88,7 +81,6 @@ class DynamicLossScale(tf.Module):
         self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='finite_steps')
 
     def update(self, finite):
-        """Halve on a non-finite update (not below 1), double after `period` finite ones."""
         grow = finite & (self.finite_steps + 1 >= self.period)
         new_scale = tf.where(finite, tf.where(grow, self.scale * 2.0, self.scale),
                              tf.maximum(1.0, self.scale / 2.0))
@@ -97,16 +89,12 @@ class DynamicLossScale(tf.Module):
 
 
 class Adam(tf.Module):
-    """Adam with global-norm clipping and decoupled weight decay: the DreamerV1/V2 (and 2023 DreamerV3)
-    optimiser of one module. For each update t = 1, 2, ...:
+    """The V1/V2 (and 2023 V3) optimiser of one module, as TensorFlow writes Adam, for t = 1, 2, ...:
 
-        g   <- g * min(1, clip / ||g||_global)                      (clip 0: no clipping)
-        p   <- p * (1 - wd)                 every variable, before the step (V2 release, pattern '.*')
-        m   <- beta1 * m + (1 - beta1) * g
-        v   <- beta2 * v + (1 - beta2) * g^2
-        p   <- p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
-
-    The last line is TensorFlow's and Keras' form of Adam (eps outside the bias correction).
+        g <- g * min(1, clip / ||g||_global)           (clip 0: no clipping)
+        p <- p * (1 - wd)                                (every variable, before the step)
+        m <- beta1 * m + (1 - beta1) * g;  v <- beta2 * v + (1 - beta2) * g^2
+        p <- p - lr * sqrt(1 - beta2^t) / (1 - beta1^t) * m / (sqrt(v) + eps)
     """
 
     metric_names = ('grad_norm', 'lr')
@@ -122,8 +110,7 @@ class Adam(tf.Module):
             self.m, self.v = zero_slots(self.params, 'm'), zero_slots(self.params, 'v')
 
     def apply(self, grads):
-        if len(grads) != len(self.params):
-            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        _check_count(grads, self.params)
         grads = [tf.cast(g, tf.float32) for g in grads]
         norm = tf.linalg.global_norm(grads)
         if self.clip:
@@ -143,9 +130,8 @@ class Adam(tf.Module):
 class ModuleOptimizers(tf.Module):
     """One optimiser per module (V1, V2, V3 2023: model, actor, critic), seen as one optimiser.
 
-    `groups` maps a name to (variables, optimiser); `apply` takes the gradients of all variables in
-    the order of `params` (the groups' variables one after the other) and hands each optimiser its
-    slice. `step` counts updates like LaProp's. Metrics are named `<group>/<metric>`.
+    `groups` maps a name to (variables, optimiser); `apply` slices the gradients of `params` (the
+    groups' variables in order) per optimiser and names the metrics `<group>/<metric>`.
     """
 
     def __init__(self, groups, name='opt'):
@@ -157,8 +143,7 @@ class ModuleOptimizers(tf.Module):
                                   for metric in opt.metric_names)
 
     def apply(self, grads):
-        if len(grads) != len(self.params):
-            raise ValueError(f'{len(grads)} gradients for {len(self.params)} variables')
+        _check_count(grads, self.params)
         metrics, start = {}, 0
         for group, (variables, opt) in self.groups.items():
             part = grads[start:start + len(variables)]

@@ -126,8 +126,9 @@ def _cell(value, interval):
 
 def summary_lines(result, figure='profiles.png'):
     """Markdown of `compare`'s result: one row of aggregates per method, then P(first > other)."""
+    shared = ' that every method has' if len(result['methods']) > 1 else ''
     lines = ['## Compared with rliable', '',
-             f"Over the {len(result['tasks'])} tasks that every method has: rliable's aggregates with 95% "
+             f"Over the {len(result['tasks'])} tasks{shared}: rliable's aggregates with 95% "
              f"stratified bootstrap intervals ({result['reps']} resamples of the seeds within each task). "
              f"The optimality gap is the mean shortfall of the runs below {result['target']:g}. `{figure}` "
              'draws the performance profiles (the fraction of runs scoring above each threshold).', '',

@@ -151,11 +151,36 @@ class Config(collections.abc.Mapping):
 
     @classmethod
     def from_file(cls, path):
+        """A saved config; keys an older library did not write take their version's defaults."""
         doc = _parse_yaml(pathlib.Path(path).read_text())
         if not isinstance(doc, dict) or not isinstance(doc.get('config'), dict):
             raise ConfigError(
                 f'{path}: expected a saved config with keys version, overlays and config')
-        return cls(doc['config'], doc.get('version') or '', doc.get('overlays') or ())
+        version, overlays = doc.get('version') or '', doc.get('overlays') or ()
+        values = _with_missing(doc['config'], _saved_defaults(version, overlays))
+        return cls(values, version, overlays)
+
+
+def _saved_defaults(version, overlays):
+    """The current resolved config a saved one started from ({} for a version no file has)."""
+    version = version or 'dreamerv3'  # configs saved before versions existed are V3's
+    if version not in available_versions():
+        return {}
+    try:
+        return load(version, overlays).to_dict()
+    except ConfigError:  # an overlay renamed or removed since
+        return load(version).to_dict()
+
+
+def _with_missing(saved, defaults):
+    """`saved` plus every key of `defaults` that it lacks, section by section."""
+    merged = dict(saved)
+    for key, value in defaults.items():
+        if key not in merged:
+            merged[key] = value
+        elif isinstance(value, dict) and isinstance(merged[key], dict):
+            merged[key] = _with_missing(merged[key], value)
+    return merged
 
 
 def _plain(value):
@@ -348,8 +373,7 @@ RANGES = (
     (r'rssm\.(deter|hidden|stoch|classes|blocks|imag_unroll)', _AT_LEAST_1),
     (r'.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
     (r'behavior\.(horizon|imag_length)', _AT_LEAST_1),
-    (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates|train_every)',
-     _AT_LEAST_1),
+    (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates)', _AT_LEAST_1),
     (r'run\.train_ratio|.*\.(lr|eps)|opt\.(agc|pmin)|env\.step_timeout|retnorm\.limit', _POSITIVE),
     (r'actor\.(minstd|maxstd|mean_scale)|rssm\.min_std', _POSITIVE),
     (r'.*\.unimix|loss\.kl_balance|behavior\.(return_lambda|slow_critic_rate|actor_grad_.*)',
@@ -360,7 +384,7 @@ RANGES = (
     (r'retnorm\.perc(lo|hi)', _PERCENT),
     (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
     (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
-    (r'run\.(prefill|pretrain|eval_every|report_every|save_every|save_minutes)|opt\.warmup', _NONNEGATIVE),
+    (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)|opt\.warmup', _NONNEGATIVE),
     (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
 )
 

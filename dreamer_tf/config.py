@@ -384,7 +384,8 @@ RANGES = (
     (r'retnorm\.perc(lo|hi)', _PERCENT),
     (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
     (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
-    (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)|opt\.warmup', _NONNEGATIVE),
+    (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)', _NONNEGATIVE),
+    (r'opt\.warmup', _NONNEGATIVE),
     (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
 )
 

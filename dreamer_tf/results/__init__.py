@@ -8,7 +8,8 @@
   `results/derive_reference.py` from `../shared/reference_scores/`).
 - `runs`: our runs' metrics.jsonl files, single logdirs or sweeps.
 - `curves`: the small committed record of one run's curve (`results/curves/*.csv`).
-- `plots`: matplotlib figures and the Markdown summary behind `results/plot.py`.
+- `plots`: matplotlib figures and the report behind `results/plot.py`.
+- `summary`: the report's Markdown tables of final scores and aggregates.
 
 Only `plots` and `compare` import matplotlib, and rliable is imported only when an aggregate is
 computed; none of these modules imports TensorFlow.

@@ -12,6 +12,7 @@
 `runs_figure(logdir_runs(logdirs))` overlays run logdirs straight from their metrics.jsonl: a panel per
 (benchmark, task), each run's episode scores and running mean, and the released curve where there is one.
 `LiveCurves` keeps a training run's `<logdir>/curves.png` current; `python -m dreamer_tf.plot` overlays.
+Every figure is drawn on its own Agg canvas (`_agg_figure`) and written whole (`save_png`).
 """
 
 from __future__ import annotations
@@ -26,15 +27,41 @@ import numpy as np
 import yaml
 
 from dreamer_tf import config as configlib
-from dreamer_tf.results import aggregate, curves, reference
+from dreamer_tf.results import aggregate, curves, reference, summary
 from dreamer_tf.results import runs as runlib
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use('Agg')
-    import matplotlib.pyplot as plt
-    return plt
+def _agg_figure(figsize):
+    """A figure on its own Agg canvas, outside pyplot: no global backend switch and no figure registry in
+    the training process that draws it."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig, out, dpi=90):
+    """Write `fig` at `out` through a temporary file and os.replace, so that a reader (an image viewer
+    refreshing a run's curves.png) never sees half a PNG."""
+    out = pathlib.Path(out)
+    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
+    try:
+        fig.savefig(tmp, format='png', dpi=dpi)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)      # only left when savefig or the rename failed
+    return out
+
+
+def _steps_label(frames):
+    return 'frames' if frames else 'env steps'
+
+
+def _band(ax, xs, band, color, mean_label, band_label=None, lw=1.5):
+    """`band`'s mean as a line over its min-max range."""
+    ax.fill_between(xs, band['min'], band['max'], color=color, alpha=0.25, lw=0, label=band_label)
+    ax.plot(xs, band['mean'], color=color, lw=lw, label=mean_label)
 
 
 def _our_band(group, edges):
@@ -43,23 +70,19 @@ def _our_band(group, edges):
 
 def learning_curves(runs, table, proto, path):
     """One panel per task: ours (mean over seeds, min-max band) and the paper's, on the same grid."""
-    plt = _pyplot()
     tasks = aggregate.group_by_task(runs)
     names = sorted(set(tasks) | (set(table['tasks']) if table and not tasks else set()))
     cols = min(6, max(1, len(names)))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.4 * rows), squeeze=False)
+    fig = _agg_figure((3.0 * cols, 2.4 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False)
     end = max([r['end'] or 0 for r in runs] + [proto.grid])
     edges = aggregate.grid(proto, min(proto.budget, end)) if runs else aggregate.grid(proto)
     for ax, name in zip(axes.flat, names):
         if table and name in table['tasks']:
-            ref = table['tasks'][name]
-            ax.fill_between(table['grid'], ref['min'], ref['max'], color='tab:gray', alpha=0.25, lw=0)
-            ax.plot(table['grid'], ref['mean'], color='tab:gray', lw=1.2, label='paper')
+            _band(ax, table['grid'], table['tasks'][name], 'tab:gray', 'paper', lw=1.2)
         if name in tasks:
-            band = _our_band(tasks[name], edges)
-            ax.fill_between(edges, band['min'], band['max'], color='tab:blue', alpha=0.25, lw=0)
-            ax.plot(edges, band['mean'], color='tab:blue', lw=1.5, label=f'ours ({len(tasks[name])})')
+            _band(ax, edges, _our_band(tasks[name], edges), 'tab:blue', f'ours ({len(tasks[name])})')
         ax.set_title(name, fontsize=9)
         ax.tick_params(labelsize=7)
         ax.xaxis.get_offset_text().set_fontsize(7)
@@ -67,11 +90,10 @@ def learning_curves(runs, table, proto, path):
         ax.axis('off')
     if names:
         axes.flat[0].legend(fontsize=7)
-    fig.supxlabel('frames' if 'human' in proto.label else 'env steps', fontsize=9)
+    fig.supxlabel(_steps_label('human' in proto.label), fontsize=9)
     fig.supylabel('episode return', fontsize=9)
     fig.subplots_adjust(left=0.06, right=0.98, bottom=0.08, top=0.95, wspace=0.35, hspace=0.55)
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
+    return save_png(fig, path, dpi=80)
 
 
 def _task_means(curves_by_task, table_norm):
@@ -98,8 +120,8 @@ def _over_tasks(matrix, fn):
 
 def aggregate_curves(runs, table, proto, path, baselines=None):
     """Mean and median over tasks of the per-task mean curves; ours over the tasks we ran."""
-    plt = _pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    fig = _agg_figure((9, 3.2))
+    axes = fig.subplots(1, 2)
     series = []
     if table:
         series.append(('paper', 'tab:gray', table['grid'],
@@ -113,26 +135,25 @@ def aggregate_curves(runs, table, proto, path, baselines=None):
         for label, color, xs, by_task in series:
             ax.plot(xs, _over_tasks(_task_means(by_task, baselines), fn), color=color, lw=1.5, label=label)
         ax.set_title(f'{title} over tasks', fontsize=10)
-        ax.set_xlabel('frames' if baselines else 'env steps', fontsize=9)
+        ax.set_xlabel(_steps_label(baselines), fontsize=9)
         ax.set_ylabel(proto.label, fontsize=9)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return save_png(fig, path)
 
 
-def crafter_bars(summary, crafter_reference, path):
+def crafter_bars(crafter, crafter_reference, path):
     """Success rate per achievement (log scale, %): ours (mean over seeds) and the human experts'."""
-    plt = _pyplot()
     human = crafter_reference['human_episodes']['seeds']
     names = list(human[0]['rates'])
     human_rates = [100 * np.mean([s['rates'][n] for s in human]) for n in names]
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(11, 3.6))
+    fig = _agg_figure((11, 3.6))
+    ax = fig.subplots()
     floor = 0.01   # the log axis needs a floor; 0 % shows as a stub at 0.01 %
-    if summary:
-        ours = [100 * summary['rates'][n] for n in names]
-        ax.bar(x - 0.2, np.maximum(ours, floor), 0.4, label=f"ours ({summary['seeds']} seeds)",
+    if crafter:
+        ours = [100 * crafter['rates'][n] for n in names]
+        ax.bar(x - 0.2, np.maximum(ours, floor), 0.4, label=f"ours ({crafter['seeds']} seeds)",
                color='tab:blue')
     ax.bar(x + 0.2, np.maximum(human_rates, floor), 0.4, label='human experts', color='tab:gray')
     ax.set_yscale('log')
@@ -141,8 +162,7 @@ def crafter_bars(summary, crafter_reference, path):
     ax.set_xticks(x, [n.replace('_', ' ') for n in names], rotation=60, ha='right', fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return save_png(fig, path)
 
 
 def _release(ax, table, task, end, name='release', color='tab:gray'):
@@ -150,10 +170,8 @@ def _release(ax, table, task, end, name='release', color='tab:gray'):
     if not table or task not in table['tasks']:
         return
     ref, keep = table['tasks'][task], table['grid'] <= end
-    ax.fill_between(table['grid'][keep], ref['min'][keep], ref['max'][keep], color=color, alpha=0.25,
-                    lw=0, label=f'{name}, min-max over seeds')
-    ax.plot(table['grid'][keep], ref['mean'][keep], color=color, lw=1.2,
-            label=f"{name}, mean of {ref['seeds']} seeds")
+    _band(ax, table['grid'][keep], {k: ref[k][keep] for k in ('min', 'mean', 'max')}, color,
+          f"{name}, mean of {ref['seeds']} seeds", f'{name}, min-max over seeds', lw=1.2)
 
 
 def _last_point(ax, data, table, task):
@@ -177,7 +195,6 @@ def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW)
     The x-axis ends at `end` (the run's step budget); by default at the record's last step rounded up
     to the protocol's grid, since the CSV alone does not hold the budget.
     """
-    plt = _pyplot()
     version, benchmark, task = curves.parse_name(path)
     data = curves.read_record(path)
     if not len(data['env_step']):
@@ -185,20 +202,19 @@ def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW)
     proto = aggregate.protocol(benchmark, version)
     end = end or proto.grid * np.ceil(data['env_step'][-1] / proto.grid)
     table = reference.curves(benchmark, version, reference_dir)
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    fig = _agg_figure((6.4, 3.8))
+    ax = fig.subplots()
     _release(ax, table, task, end)
     ax.plot(data['env_step'], data['score'], color='tab:blue', lw=1.5,
             label=f'ours, mean of the last {window} episodes')
     _last_point(ax, data, table, task)
     ax.set_xlim(0, end)
-    ax.set_xlabel('frames' if 'human' in proto.label else 'env steps', fontsize=9)
+    ax.set_xlabel(_steps_label('human' in proto.label), fontsize=9)
     ax.set_ylabel('episode return', fontsize=9)
     ax.set_title(f'{version} {benchmark} {task}', fontsize=10)
     ax.legend(fontsize=7, loc='lower right')
     fig.tight_layout()
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return pathlib.Path(out)
+    return save_png(fig, out)
 
 
 def settings_figure(paths, out, window=curves.WINDOW):
@@ -289,16 +305,6 @@ def _release_table(benchmark, version, reference_dir):
         return None
 
 
-def _agg_figure(figsize):
-    """A figure on its own Agg canvas, outside pyplot: no global backend switch and no figure registry in
-    the training process that draws it."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=figsize)
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def _run_panel(ax, benchmark, task, group, reference_dir, window):
     """Each run's episode scores (dots) and running mean (line) over the released curve of each version."""
     end = max(max(run['end'], run['steps'][-1]) for run, _ in group)
@@ -311,7 +317,7 @@ def _run_panel(ax, benchmark, task, group, reference_dir, window):
         ax.plot(run['steps'], running_mean(run['scores'], window), color=color, lw=1.5,
                 label=f"{run['name']} ({run['version']})")
     ax.set_xlim(0, end)
-    ax.set_xlabel('frames' if benchmark.startswith('atari') else 'env steps', fontsize=9)
+    ax.set_xlabel(_steps_label(benchmark.startswith('atari')), fontsize=9)
     ax.set_ylabel(f'episode return\n(dots: episodes, lines: mean of {window})', fontsize=8)
     ax.set_title(f'{benchmark} {task}', fontsize=10)
     ax.tick_params(labelsize=7)
@@ -335,19 +341,6 @@ def runs_figure(runs, reference_dir=None, window=curves.WINDOW, make_figure=_agg
         _run_panel(fig.add_subplot(rows, cols, i + 1), benchmark, task, group, reference_dir, window)
     fig.tight_layout()
     return fig
-
-
-def save_png(fig, out, dpi=90):
-    """Write `fig` at `out` through a temporary file and os.replace, so that a reader (an image viewer
-    refreshing a run's curves.png) never sees half a PNG."""
-    out = pathlib.Path(out)
-    tmp = out.with_name(f'.{out.name}.{os.getpid()}.tmp')
-    try:
-        fig.savefig(tmp, format='png', dpi=dpi)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)      # only left when savefig or the rename failed
-    return out
 
 
 class LiveCurves:
@@ -414,86 +407,6 @@ def logdirs_figure(logdirs, out=None, show=False, reference_dir=None, window=cur
     return out
 
 
-# ------------------------------------------------------------------------------------------------
-# Markdown
-
-
-def _fmt(value):
-    if value is None or not np.isfinite(value):
-        return '-'
-    return f'{value:.3g}' if abs(value) < 10 else f'{value:.1f}'
-
-
-def _aggregate_rows(ours, paper, reps):
-    rows = ['| aggregate | ours | ours 95% CI | paper | paper 95% CI |', '|---|---|---|---|---|']
-    ours_agg = aggregate.aggregates(ours) if ours else {}
-    ours_ci = aggregate.bootstrap_ci(ours, reps) if ours else {}
-    paper_agg = aggregate.aggregates(paper) if paper else {}
-    paper_ci = aggregate.bootstrap_ci(paper, reps) if paper else {}
-    for name in ('mean', 'median', 'iqm'):
-        ci = ours_ci.get(name, (None, None))
-        pci = paper_ci.get(name, (None, None))
-        rows.append(f'| {name} | {_fmt(ours_agg.get(name))} | [{_fmt(ci[0])}, {_fmt(ci[1])}] | '
-                    f'{_fmt(paper_agg.get(name))} | [{_fmt(pci[0])}, {_fmt(pci[1])}] |')
-    return rows, ours_agg, paper_agg
-
-
-def score_summary(runs, table, proto, benchmark, version, baselines=None, reps=2000):
-    """Markdown lines and a dict of the aggregates: per-task final scores and mean/median/IQM."""
-    ours_raw = aggregate.task_scores(runs, proto)
-    paper_raw = reference.final_scores(table) if table else {}
-    norm = (lambda s: aggregate.normalise(s, baselines)) if baselines else (lambda s: s)
-    ours, paper = norm(ours_raw), norm(paper_raw)
-    short = sorted({int(r['end']) for r in runs if r['end'] and r['end'] < proto.budget})
-    lines = [f'# {benchmark} ({version}): our runs against the paper', '',
-             f'{len(runs)} runs over {len(ours_raw)} tasks. A run scores the mean return of the training '
-             f'episodes that ended in the last {proto.window:,.0f} steps of its budget ({proto.budget:,.0f}; '
-             'the last earlier episode if none did); a task scores the mean over its seeds.']
-    if short:
-        lines.append(f'Runs shorter than the budget are scored at their own end ({short} steps), so they '
-                     'are not comparable with the paper.')
-    if baselines:
-        lines.append(f'Scores are normalised as (score - random) / (human - random) ({proto.normaliser}).')
-    rows, ours_agg, paper_agg = _aggregate_rows(ours, {t: paper[t] for t in paper}, reps)
-    lines += ['', '## Aggregates', '', *rows, '',
-              'mean and median are over per-task means; IQM over all (task, seed) scores; intervals: '
-              f'percentile bootstrap over seeds within tasks ({reps} resamples).', '', '## Per task', '',
-              '| task | seeds | ours (mean +- std) | paper mean [min, max] over seeds |'
-              + (' ours normalised | paper normalised |' if baselines else ''),
-              '|---|---|---|---|' + ('---|---|' if baselines else '')]
-    for task in sorted(set(ours_raw) | set(paper_raw)):
-        mine, theirs = ours_raw.get(task), paper_raw.get(task)
-        row = (f'| {task} | {len(mine) if mine is not None else 0} | '
-               + (f'{_fmt(mine.mean())} +- {_fmt(mine.std())}' if mine is not None else '-') + ' | '
-               + (f'{_fmt(theirs.mean())} [{_fmt(theirs.min())}, {_fmt(theirs.max())}]'
-                  if theirs is not None else '-') + ' |')
-        if baselines:
-            row += (f' {_fmt(np.mean(ours[task])) if task in ours else "-"} |'
-                    f' {_fmt(np.mean(paper[task])) if task in paper else "-"} |')
-        lines.append(row)
-    return lines, {'ours': ours_agg, 'paper': paper_agg}
-
-
-def crafter_summary_lines(summary, crafter_reference):
-    board = crafter_reference['scoreboard']['methods']
-    human = crafter_reference['human_episodes']['seeds']
-    lines = ['# crafter: our runs against the scoreboard', '',
-             f"{summary['seeds'] if summary else 'No'} runs. Success rates count every training episode of "
-             'the budget (1M steps); score = exp(mean over the 22 achievements of ln(1 + rate in %)) - 1; '
-             'mean +- std over seeds.', '', '| method | score (%) | reward |', '|---|---|---|']
-    if summary:
-        lines.append(f"| ours | {summary['score'][0]:.1f} +- {summary['score'][1]:.1f} | "
-                     f"{summary['reward'][0]:.1f} +- {summary['reward'][1]:.1f} |")
-    for method, entry in board.items():
-        reward = f"{entry['reward'][0]} +- {entry['reward'][1]}" if entry['reward'] else '-'
-        lines.append(f"| {method} (paper) | {entry['score'][0]} +- {entry['score'][1]} | {reward} |")
-    lines += ['', '| achievement | ours (%) | human experts (%) |', '|---|---|---|']
-    for name in human[0]['rates']:
-        mine = f"{100 * summary['rates'][name]:.2f}" if summary else '-'
-        lines.append(f"| {name} | {mine} | {100 * np.mean([s['rates'][name] for s in human]):.2f} |")
-    return lines
-
-
 def report(logdir, benchmark, out, version='dreamerv3', reference_dir=None, reps=2000, normaliser=None):
     """Write the figures and summary.md of `benchmark`'s runs under `logdir` into `out`.
 
@@ -518,11 +431,12 @@ def report(logdir, benchmark, out, version='dreamerv3', reference_dir=None, reps
     result = {'runs': len(runs)}
     if benchmark == 'crafter':
         crafter_ref = reference.crafter(reference_dir)
-        summary = aggregate.crafter_summary(runs) if runs else None
-        crafter_bars(summary, crafter_ref, out / 'crafter_success.png')
-        lines = crafter_summary_lines(summary, crafter_ref)
-        result['crafter'] = summary
+        crafter = aggregate.crafter_summary(runs) if runs else None
+        crafter_bars(crafter, crafter_ref, out / 'crafter_success.png')
+        lines = summary.crafter_summary_lines(crafter, crafter_ref)
+        result['crafter'] = crafter
     else:
-        lines, result['aggregates'] = score_summary(runs, table, proto, benchmark, version, baselines, reps)
+        lines, result['aggregates'] = summary.score_summary(runs, table, proto, benchmark, version, baselines,
+                                                            reps)
     (out / 'summary.md').write_text('\n'.join(lines) + '\n', encoding='utf-8')
     return result

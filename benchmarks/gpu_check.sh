@@ -24,15 +24,15 @@ mkdir -p "$OUT"
 if [[ $DRY_RUN == 1 ]]; then
   # Debug sizes: the same commands and reports, in about a minute on a laptop CPU.
   CASES=dmc_proprio:debug
-  SPEED_FLAGS=(--updates=2 --warmup=1 --fill=300 --flops=false)
+  SPEED_FLAGS=(--precisions=float32 --updates=2 --warmup=1 --fill=300 --flops=false)
   PAPER_CONFIGS=debug
   PAPER_STEPS=600
-  PAPER_SECONDS=240
+  PAPER_SECONDS=900             # the debug run's 600 steps end it first
 else
   echo "== installing the [gpu] extra (the CUDA build of the pinned TensorFlow)"
   $PY -m pip install -q -e ".[gpu]"
   CASES=atari100k:size1m,atari100k:size12m,dmc_proprio:size1m
-  SPEED_FLAGS=(--updates=10 --warmup=2)
+  SPEED_FLAGS=(--precisions=float32,bfloat16 --updates=10 --warmup=2)
   PAPER_CONFIGS=size1m
   PAPER_STEPS=100000
   PAPER_SECONDS=240
@@ -45,7 +45,7 @@ $PY -c "import tensorflow as tf; print('TensorFlow', tf.__version__, '| GPUs:', 
 tf.config.list_physical_devices('GPU')] or 'none (CPU only)')" 2>/dev/null
 
 echo "== train_speed.py: $CASES"
-$PY benchmarks/train_speed.py --cases="$CASES" --precisions=float32,bfloat16 "${SPEED_FLAGS[@]}" \
+$PY benchmarks/train_speed.py --cases="$CASES" "${SPEED_FLAGS[@]}" \
   --out="$OUT/speed.json"
 
 echo "== paper command: dmc_proprio cartpole_balance --configs=$PAPER_CONFIGS for at most ${PAPER_SECONDS}s"

@@ -1,22 +1,28 @@
 """YAML configs: `defaults`, named overlays and `--set key=value` overrides, resolved into a frozen Config.
 
-A config file `dreamer_tf/configs/<version>.yaml` (package data) holds a top-level `defaults` mapping;
-every other top-level key is an overlay. `load()` applies the defaults, then the overlays in the order
-given, then the overrides. Overlays and overrides may only set keys that exist in `defaults`, and only
-to values of the same type. An overlay key with regex characters (e.g. `.*\\.units`) is fully matched
-against every dotted key and sets all the keys it matches; within one mapping, keys are applied in the
-order they are written.
+`dreamer_tf/configs/base.yaml` (package data) holds the schema: every key with its DreamerV3 value. A
+version file `<version>.yaml` holds a `defaults` mapping (its differences from the base), an optional
+`inherit: {version, overlays}` (another version's defaults and the named overlays, which the file's own
+overlay of the same name extends) and its overlays. `load()` applies the defaults, then the overlays in
+the order given, then the overrides. Overlays and overrides may only set keys of the schema, to values of
+the same type. An overlay key with regex characters (e.g. `.*\\.units`) is fully matched against every
+dotted key and sets all the keys it matches; within one mapping, keys are applied in written order.
 """
 
 import collections.abc
 import difflib
+import functools
 import pathlib
 import re
 
 import yaml
 
+from dreamer_tf.config_ranges import CHOICES, RANGES, value_choices, value_range, violation  # noqa: F401
+
 # Shipped inside the package so that a non-editable `pip install .` finds them too.
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / 'configs'
+BASE = 'base'  # configs/base.yaml: the schema every version file overlays; not a version
+_RESERVED = ('defaults', 'inherit')  # top-level names of a version file that are not overlays
 
 # Characters that never occur in a plain dotted key, so their presence marks a key as a regex.
 _REGEX_CHARS = re.compile(r'[*+?\[\](){}|^$\\]')
@@ -320,24 +326,60 @@ def _config_path(version, configs_dir):
     return path
 
 
+@functools.lru_cache(maxsize=32)
+def _parse_file(path, mtime_ns):
+    return _parse_yaml(pathlib.Path(path).read_text())  # read-only: callers never change it
+
+
 def _read_file(version, configs_dir):
     path = _config_path(version, configs_dir)
-    doc = _parse_yaml(path.read_text())
-    if not isinstance(doc, dict) or not isinstance(doc.get('defaults'), dict):
-        raise ConfigError(f'{path}: expected a top-level `defaults` mapping')
+    doc = _parse_file(str(path), path.stat().st_mtime_ns) or {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f'{path}: expected a mapping of `defaults` and overlays')
     for name, overlay in doc.items():
         if not isinstance(overlay, dict):
             raise ConfigError(f"{path}: overlay '{name}' must be a mapping, got {overlay!r}")
     return doc
 
 
+def _base_defaults(configs_dir):
+    """[base.yaml's defaults], or [] for a configs dir without one (each file then has its own)."""
+    if not (pathlib.Path(configs_dir or CONFIGS_DIR) / f'{BASE}.yaml').is_file():
+        return []
+    return [_read_file(BASE, configs_dir).get('defaults', {})]
+
+
+def _layers(version, configs_dir, seen=()):
+    """(defaults mappings in order, {overlay name: its mappings in order}) that `version` resolves."""
+    if version in seen:
+        raise ConfigError(f"Config version '{version}' inherits from itself")
+    doc = _read_file(version, configs_dir)
+    parent = doc.get('inherit')
+    defaults, overlays = _base_defaults(configs_dir), {}
+    if parent:
+        defaults, inherited = _layers(parent.get('version'), configs_dir, (*seen, version))
+        for name in parent.get('overlays', ()):
+            if name not in inherited:
+                raise ConfigError(f"{version} inherits overlay '{name}', which {parent['version']} lacks")
+            overlays[name] = inherited[name]
+    if 'defaults' in doc:
+        defaults = [*defaults, doc['defaults']]
+    if not defaults:
+        raise ConfigError(f'{_config_path(version, configs_dir)}: expected a top-level `defaults` mapping')
+    for name, overlay in doc.items():
+        if name not in _RESERVED:
+            overlays[name] = [*overlays.get(name, ()), overlay]  # extends an inherited one
+    return defaults, overlays
+
+
 def available_versions(configs_dir=None):
-    return sorted(path.stem for path in pathlib.Path(configs_dir or CONFIGS_DIR).glob('*.yaml'))
+    paths = pathlib.Path(configs_dir or CONFIGS_DIR).glob('*.yaml')
+    return sorted(path.stem for path in paths if path.stem != BASE)
 
 
 def available_overlays(version='dreamerv3', configs_dir=None):
-    """Overlay names in the order the file lists them."""
-    return [name for name in _read_file(version, configs_dir) if name != 'defaults']
+    """Overlay names: the inherited ones, then the file's own in the order it lists them."""
+    return list(_layers(version, configs_dir)[1])
 
 
 def _split_names(overlays):
@@ -360,64 +402,26 @@ def parse_override(text):
                           "quote strings that contain [ ] { } : or #, e.g. key='a:b'") from None
 
 
-# The allowed range of every numeric key, by full-match pattern; the first matching pattern rules.
-_AT_LEAST_1 = ('an integer >= 1', lambda v: v >= 1)
-_NONNEGATIVE = ('a number >= 0', lambda v: v >= 0)
-_POSITIVE = ('a number > 0', lambda v: v > 0)
-_PROBABILITY = ('a number in [0, 1]', lambda v: 0 <= v <= 1)
-_DISCOUNT = ('a number in (0, 1]', lambda v: 0 < v <= 1)
-_BETA = ('a number in [0, 1)', lambda v: 0 <= v < 1)
-_PERCENT = ('a number in [0, 100]', lambda v: 0 <= v <= 100)
-RANGES = (
-    (r'batch_size|batch_length|replay\.capacity|env\.(num_envs|action_repeat)', _AT_LEAST_1),
-    (r'rssm\.(deter|hidden|stoch|classes|blocks|imag_unroll)', _AT_LEAST_1),
-    (r'.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
-    (r'behavior\.(horizon|imag_length)', _AT_LEAST_1),
-    (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates)', _AT_LEAST_1),
-    (r'run\.train_ratio|.*\.(lr|eps)|opt\.(agc|pmin)|env\.step_timeout|retnorm\.limit', _POSITIVE),
-    (r'actor\.(minstd|maxstd|mean_scale)|rssm\.min_std', _POSITIVE),
-    (r'.*\.unimix|loss\.kl_balance|behavior\.(return_lambda|slow_critic_rate|actor_grad_.*)',
-     _PROBABILITY),
-    (r'env\.atari\.sticky|retnorm\.rate', _PROBABILITY),
-    (r'behavior\.discount', _DISCOUNT),
-    (r'opt\.beta[12]', _BETA),
-    (r'retnorm\.perc(lo|hi)', _PERCENT),
-    (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
-    (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
-    (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)', _NONNEGATIVE),
-    (r'opt\.warmup', _NONNEGATIVE),
-    (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
-)
-
-
-def value_range(key):
-    """(description, check) of a numeric key's allowed values, or None when no range is declared."""
-    for pattern, rule in RANGES:
-        if re.fullmatch(pattern, key):
-            return rule
-    return None
-
-
 def check_ranges(flat):
-    """ConfigError naming the first numeric key whose value lies outside its declared range."""
+    """ConfigError naming the first key whose value lies outside its declared range or choices."""
     for key, value in flat.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        rule = value_range(key)
-        if rule and not rule[1](value):
-            raise ConfigError(f"Config key '{key}': got {value!r}, allowed: {rule[0]}")
+        allowed = violation(key, value)
+        if allowed:
+            raise ConfigError(f"Config key '{key}': got {value!r}, allowed: {allowed}")
 
 
 def load(version='dreamerv3', overlays=(), overrides=(), configs_dir=None):
     """Resolve defaults, then `overlays` in order, then `overrides` ('key=value' strings or a dict)."""
-    doc = _read_file(version, configs_dir)
+    defaults, layers = _layers(version, configs_dir)
     names = _split_names(overlays)
-    schema = _Schema(doc['defaults'])
+    schema = _Schema(defaults[0])
+    for mapping in defaults[1:]:
+        schema.apply(mapping, f'defaults of {version}')
     for name in names:
-        if name == 'defaults' or name not in doc:
-            available = ', '.join(key for key in doc if key != 'defaults')
-            raise ConfigError(f"Unknown overlay '{name}' for {version}; available: {available}")
-        schema.apply(doc[name], f"overlay '{name}'")
+        if name not in layers:
+            raise ConfigError(f"Unknown overlay '{name}' for {version}; available: {', '.join(layers)}")
+        for mapping in layers[name]:
+            schema.apply(mapping, f"overlay '{name}'")
     if isinstance(overrides, collections.abc.Mapping):
         schema.apply(overrides, 'overrides')
     else:

@@ -149,6 +149,8 @@ OUT_OF_RANGE = {
     'zero batch size': ('gym_classic', ['--set', 'batch_size=0'], 2, ["'batch_size': got 0", '>= 1']),
     'zero classes': ('dmc_proprio', ['--set', 'rssm.classes=0'], 2, ["'rssm.classes': got 0", '>= 1']),
     'zero horizon': ('dmc_proprio', ['--set', 'behavior.horizon=0'], 2, ["'behavior.horizon': got 0"]),
+    'unknown choice': ('dmc_proprio', ['--set', 'behavior.return_critic=slo'], 2,
+                       ["'behavior.return_critic': got 'slo'", 'one of online, slow']),
 }
 BAD_INPUTS.update(OUT_OF_RANGE)
 

@@ -1,0 +1,89 @@
+"""Declared values of the config keys: a range for every number, the allowed values of every choice.
+
+The first full-match pattern of a key rules. config.load checks them after resolving, so a bad value stops
+a run before its logdir exists.
+"""
+
+import re
+
+# The allowed range of every numeric key, by full-match pattern; the first matching pattern rules.
+_AT_LEAST_1 = ('an integer >= 1', lambda v: v >= 1)
+_NONNEGATIVE = ('a number >= 0', lambda v: v >= 0)
+_POSITIVE = ('a number > 0', lambda v: v > 0)
+_PROBABILITY = ('a number in [0, 1]', lambda v: 0 <= v <= 1)
+_DISCOUNT = ('a number in (0, 1]', lambda v: 0 < v <= 1)
+_BETA = ('a number in [0, 1)', lambda v: 0 <= v < 1)
+_PERCENT = ('a number in [0, 100]', lambda v: 0 <= v <= 100)
+RANGES = (
+    (r'batch_size|batch_length|replay\.capacity|env\.(num_envs|action_repeat)', _AT_LEAST_1),
+    (r'rssm\.(deter|hidden|stoch|classes|blocks|imag_unroll)', _AT_LEAST_1),
+    (r'.*\.(units|depth|kernel|bins|minres)', _AT_LEAST_1),
+    (r'behavior\.(horizon|imag_length)', _AT_LEAST_1),
+    (r'run\.(steps|log_every|eval_episodes|keep_checkpoints|max_nonfinite_updates)', _AT_LEAST_1),
+    (r'run\.train_ratio|.*\.(lr|eps)|opt\.(agc|pmin)|env\.step_timeout|retnorm\.limit', _POSITIVE),
+    (r'actor\.(minstd|maxstd|mean_scale)|rssm\.min_std', _POSITIVE),
+    (r'.*\.unimix|loss\.kl_balance|behavior\.(return_lambda|slow_critic_rate|actor_grad_.*)',
+     _PROBABILITY),
+    (r'env\.atari\.sticky|retnorm\.rate', _PROBABILITY),
+    (r'behavior\.discount', _DISCOUNT),
+    (r'opt\.beta[12]', _BETA),
+    (r'retnorm\.perc(lo|hi)', _PERCENT),
+    (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
+    (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
+    (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)', _NONNEGATIVE),
+    (r'opt\.warmup', _NONNEGATIVE),
+    (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
+)
+
+
+# The allowed values of every choice (string) key but env.task, by full-match pattern.
+CHOICES = (
+    (r'precision', ('float32', 'bfloat16', 'float16')),
+    (r'distribute\.strategy', ('none', 'mirrored', 'multi_worker')),
+    (r'env\.suite', ('dmc', 'gym', 'atari', 'crafter')),
+    (r'env\.obs', ('proprio', 'vision')),
+    (r'env\.atari\.actions', ('minimal', 'full')),
+    (r'env\.atari\.lives', ('unused', 'reset')),
+    (r'rssm\.latent', ('categorical', 'gaussian')),
+    (r'rssm\.core', ('block_gru', 'norm_gru', 'gru')),
+    (r'.*\.norm', ('rms', 'layer', 'none')),
+    (r'.*\.act', ('silu', 'elu', 'relu', 'tanh', 'none')),
+    (r'loss\.kl_form', ('dyn_rep', 'balance', 'v1')),
+    (r'loss\.reward_transform', ('none', 'tanh')),
+    (r'encoder\.style', ('v3', 'strided')),
+    (r'decoder\.style', ('v3', 'transposed')),
+    (r'decoder\.vector_dist', ('mse', 'normal')),
+    (r'(reward_head|critic)\.dist', ('twohot', 'unit_normal', 'mse')),
+    (r'actor\.dist_cont', ('normal', 'trunc_normal', 'tanh_normal')),
+    (r'behavior\.gamma_from', ('horizon', 'discount')),
+    (r'behavior\.return_critic', ('online', 'slow')),
+    (r'behavior\.weight', ('inclusive', 'exclusive')),
+    (r'behavior\.return_form', ('next', 'current')),
+    (r'behavior\.first_discount', ('model', 'replay')),
+    (r'behavior\.return_norm', ('percentile', 'none')),
+)
+
+
+def _first_match(table, key):
+    return next((rule for pattern, rule in table if re.fullmatch(pattern, key)), None)
+
+
+def value_range(key):
+    """(description, check) of a numeric key's allowed values, or None when no range is declared."""
+    return _first_match(RANGES, key)
+
+
+def value_choices(key):
+    """The allowed values of a choice key, or None when any string goes."""
+    return _first_match(CHOICES, key)
+
+
+def violation(key, value):
+    """'allowed: ...' when `value` lies outside the declared values of `key`, else None."""
+    if isinstance(value, str):
+        allowed = value_choices(key)
+        return f"one of {', '.join(allowed)}" if allowed and value not in allowed else None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        rule = value_range(key)
+        return rule[0] if rule and not rule[1](value) else None
+    return None

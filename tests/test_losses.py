@@ -7,7 +7,7 @@ import types
 import numpy as np
 import tensorflow as tf
 
-from dreamer_tf import behavior, ops, rssm
+from dreamer_tf import behavior, latents, ops, rssm
 from dreamer_tf.config import Config
 from helpers import f32, naive_lambda_return, np_log_softmax
 
@@ -49,24 +49,29 @@ def test_kl_categorical_matches_naive():
     rng = np.random.default_rng(0)
     logp = np_log_softmax(rng.normal(size=(2, 3, 4, 5)) * 2).astype(np.float32)
     logq = np_log_softmax(rng.normal(size=(2, 3, 4, 5)) * 2).astype(np.float32)
-    kl = rssm.kl_categorical(f32(logp), f32(logq))
+    kl = latents.kl_categorical(f32(logp), f32(logq))
     assert kl.shape == (2, 3)
     np.testing.assert_allclose(kl.numpy(), naive_kl(logp, logq), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(rssm.kl_categorical(f32(logp), f32(logp)).numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(latents.kl_categorical(f32(logp), f32(logp)).numpy(), 0.0, atol=1e-6)
 
 
 def test_kl_categorical_by_hand_and_direction():
     logp = f32(np.log([[[P, P]]]))       # [1, 1, 2 latents, 2 classes]
     logq = f32(np.log([[[U, U]]]))
     # KL(p || q) = 2 * 0.3680642 = 0.7361284
-    np.testing.assert_allclose(rssm.kl_categorical(logp, logq).numpy(), [[2 * KL_ONE]], rtol=1e-5)
+    np.testing.assert_allclose(latents.kl_categorical(logp, logq).numpy(), [[2 * KL_ONE]], rtol=1e-5)
     # KL(q || p) = 2 * (0.5 ln(0.5/0.9) + 0.5 ln(0.5/0.1)) = 2 * 0.5108256 = 1.0216512
     reverse = 2 * (0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(5.0))
-    np.testing.assert_allclose(rssm.kl_categorical(logq, logp).numpy(), [[reverse]], rtol=1e-5)
+    np.testing.assert_allclose(latents.kl_categorical(logq, logp).numpy(), [[reverse]], rtol=1e-5)
+
+
+def KL(p, q):
+    """KL of two categorical latent states: the `kl` that rssm.kl_dyn_rep takes."""
+    return latents.kl_categorical(p['logit'], q['logit'])
 
 
 def _kl_case():
-    """post / prior [B=1, T=3, S=4, C=2] log-probabilities.
+    """post / prior states of [B=1, T=3, S=4, C=2] log-probabilities.
 
     t=0: four latents each with KL 0.368 < 1, sum 1.472 > 1 -> 1.4722568 (per-latent clip would give 4)
     t=1: two such latents and two identical ones, sum 0.736 < 1 -> exactly 1.0
@@ -74,12 +79,12 @@ def _kl_case():
     """
     post = np.log([[[P, P, P, P], [P, P, U, U], [U, U, U, U]]])
     prior = np.log([[[U, U, U, U], [U, U, U, U], [U, U, U, U]]])
-    return f32(post), f32(prior)
+    return {'logit': f32(post)}, {'logit': f32(prior)}
 
 
 def test_kl_dyn_rep_free_nats_clip_after_summing_latents():
     post, prior = _kl_case()
-    dyn, rep = rssm.kl_dyn_rep(post, prior, 1.0)
+    dyn, rep = rssm.kl_dyn_rep(KL, post, prior, 1.0)
     expected = [[4 * KL_ONE, 1.0, 1.0]]     # 4 * 0.3680642 = 1.4722568
     np.testing.assert_allclose(dyn.numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(rep.numpy(), expected, rtol=1e-5)
@@ -87,20 +92,20 @@ def test_kl_dyn_rep_free_nats_clip_after_summing_latents():
     # Direction: both are KL(post || prior); the reverse KL at t=0 would be 4 * 0.5108 = 2.043.
     assert abs(dyn.numpy()[0, 0] - 4 * 0.5108256) > 0.5
     # Without free nats nothing is clipped.
-    dyn0, _ = rssm.kl_dyn_rep(post, prior, 0.0)
+    dyn0, _ = rssm.kl_dyn_rep(KL, post, prior, 0.0)
     np.testing.assert_allclose(dyn0.numpy(), [[4 * KL_ONE, 2 * KL_ONE, 0.0]], rtol=1e-5, atol=1e-6)
 
 
 def test_kl_dyn_rep_gradients_reach_one_side_each():
     post, prior = _kl_case()
     with tf.GradientTape(persistent=True) as tape:
-        tape.watch([post, prior])
-        dyn, rep = rssm.kl_dyn_rep(post, prior, 1.0)
+        tape.watch([post['logit'], prior['logit']])
+        dyn, rep = rssm.kl_dyn_rep(KL, post, prior, 1.0)
         dyn_sum, rep_sum = tf.reduce_sum(dyn), tf.reduce_sum(rep)
-    assert is_zero_grad(tape.gradient(dyn_sum, post))
-    assert is_zero_grad(tape.gradient(rep_sum, prior))
-    g_prior = tape.gradient(dyn_sum, prior).numpy()
-    g_post = tape.gradient(rep_sum, post).numpy()
+    assert is_zero_grad(tape.gradient(dyn_sum, post['logit']))
+    assert is_zero_grad(tape.gradient(rep_sum, prior['logit']))
+    g_prior = tape.gradient(dyn_sum, prior['logit']).numpy()
+    g_post = tape.gradient(rep_sum, post['logit']).numpy()
     # dyn: d KL(p || softmax(l)) / d l_j = q_j - p_j, only where the KL is above the free nats
     # (t=0): q - p = [0.5 - 0.9, 0.5 - 0.1] = [-0.4, 0.4] for every latent at t=0, zero at the
     # clipped steps.

@@ -187,7 +187,8 @@ def test_kl_loss_matches_numpy_and_respects_free_nats(free):
     post = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
     prior = log_softmax(rng.standard_normal((3, 5, STOCH, CLASSES)) * 2.0)
     prior[0, 0] = post[0, 0]                                       # identical: KL = 0
-    losses = rssm.kl_loss({'logit': f32(post)}, {'logit': f32(prior)}, Config({'free_nats': free}))
+    loss = Config({'kl_form': 'dyn_rep', 'free_nats': free})
+    losses = rssm.kl_loss({'logit': f32(post)}, {'logit': f32(prior)}, loss)
     dyn, rep = losses['dyn'], losses['rep']
     assert dyn.shape == rep.shape == (3, 5)
     # dyn and rep have the same value (they differ only in where gradients flow).

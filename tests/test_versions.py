@@ -14,7 +14,7 @@ import pytest
 import tensorflow as tf
 from gymnasium import spaces
 
-from dreamer_tf import behavior, dists, ops, optim, rssm
+from dreamer_tf import behavior, dists, latents, ops, optim, rssm
 from dreamer_tf import config as configlib
 from dreamer_tf.agent import Agent
 from dreamer_tf.config import Config
@@ -132,11 +132,11 @@ def test_kl_balance_value_and_gradient_split():
     post = tf.Variable(rng.normal(size=(2, 3, 4, 5)).astype(np.float32))
     prior = tf.Variable(rng.normal(size=(2, 3, 4, 5)).astype(np.float32))
     with tf.GradientTape(persistent=True) as tape:
-        lhs = rssm.kl_categorical(tf.stop_gradient(post), prior)
-        rhs = rssm.kl_categorical(post, tf.stop_gradient(prior))
+        lhs = latents.kl_categorical(tf.stop_gradient(post), prior)
+        rhs = latents.kl_categorical(post, tf.stop_gradient(prior))
         bal = rssm.kl_balance(lhs, rhs, 0.8, 0.0, False)                  # [B, T]
         bal_sum = tf.reduce_sum(bal)
-        plain_sum = tf.reduce_sum(rssm.kl_categorical(post, prior))
+        plain_sum = tf.reduce_sum(latents.kl_categorical(post, prior))
     logp, logq = np_log_softmax(post.numpy()), np_log_softmax(prior.numpy())
     p, q = np.exp(logp), np.exp(logq)
     kl_latent = np.sum(p * (logp - logq), -1, keepdims=True)               # [B, T, S, 1]

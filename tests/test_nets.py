@@ -545,6 +545,27 @@ def test_head_rejects_unknown_kind():
         head('gaussian')
 
 
+@pytest.mark.parametrize('make, message', [
+    (lambda: head('gaussian'), "head kind 'gaussian' is not one of ['binary', 'mse', 'normal', 'onehot', "
+                               "'tanh_normal', 'trunc_normal', 'twohot', 'unit_normal']"),
+    (lambda: nets.activation('gelu'), "activation 'gelu' is not one of ['elu', 'none', 'relu', 'silu', "
+                                      "'tanh']"),
+    (lambda: nets.Norm(3, 'batch'), "norm 'batch' is not one of ['layer', 'none', 'rms']"),
+    (lambda: nets.TransposedDecoder(obs_space(), 12, 2, (5, 5, 6, 6), 1, 8, 'layer', 'elu', 'huber'),
+     "decoder.vector_dist 'huber' is not one of ['mse', 'normal']"),
+], ids=['head', 'activation', 'norm', 'vector_dist'])
+def test_unknown_names_are_refused_with_the_allowed_ones(make, message):
+    with pytest.raises(ValueError) as error:
+        make()
+    assert str(error.value) == message
+
+
+def test_gru_update_by_hand():
+    # reset 0 -> r = 1/2, cand 2 -> c = tanh(1), update 1 -> u = sigmoid(0) = 1/2.
+    out = nets.gru_update(f32([0.0]), f32([2.0]), f32([1.0]), f32([3.0]))
+    np.testing.assert_allclose(out.numpy(), [0.5 * np.tanh(1.0) + 0.5 * 3.0], rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------
 # named_weights
 # ---------------------------------------------------------------------------------------------

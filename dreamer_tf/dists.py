@@ -1,7 +1,4 @@
-"""Distributions returned by the heads. All of them compute in float32.
-
-Each is a `tfp.distributions.Distribution` so losses read the same everywhere: `-dist.log_prob(target)`.
-"""
+"""The heads' distributions, all in float32, so every loss reads `-dist.log_prob(target)`."""
 
 import numpy as np
 import tensorflow as tf
@@ -14,10 +11,7 @@ sg = tf.stop_gradient
 
 
 def unimix_logits(logits, unimix):
-    """Mix the softmax with a uniform distribution (1% in DreamerV3) and return its log-probabilities.
-
-    Keeps every class probability >= unimix / classes, which bounds the KL and the log-probabilities.
-    """
+    """log((1 - unimix) softmax(logits) + unimix / K): every probability >= unimix / K bounds the KL."""
     logits = tf.cast(logits, tf.float32)
     if not unimix:
         return logits
@@ -32,12 +26,12 @@ class OneHotDist(tfd.OneHotCategorical):
     def __init__(self, logits, unimix=0.0, name='OneHotDist'):
         mixed = unimix_logits(logits, unimix)
         super().__init__(logits=mixed, dtype=tf.float32, name=name)
-        # Stored already mixed, so copies and slices (which call __init__ again) do not mix twice.
+        # Copies and slices call __init__ again: they must not mix twice.
         self._parameters = dict(logits=mixed, unimix=0.0, name=name)
 
     @property
     def uniform_shape(self):
-        """Uniform numbers per row that `sample_from_uniform` reads: one per categorical."""
+        """The shape of a row's uniform numbers in `sample_from_uniform`: one per categorical."""
         return list(self.logits.shape[1:-1]) + [1]
 
     @classmethod
@@ -45,11 +39,7 @@ class OneHotDist(tfd.OneHotCategorical):
         return dict(logits=tfp.util.ParameterProperties(event_ndims=1))
 
     def sample(self, sample_shape=(), seed=None, name='sample'):
-        """Straight-through one-hot sample by inverse CDF: one uniform number per categorical.
-
-        Same distribution as tf.random.categorical, but 10x cheaper under XLA on the CPU, where
-        sampling the 32 latents of 1024 imagined states dominated the imagination step.
-        """
+        """By inverse CDF: 10x cheaper than tf.random.categorical under XLA on the CPU."""
         probs = self.probs_parameter()
         lead = tf.reshape(tf.cast(sample_shape, tf.int32), [-1])
         shape = tf.concat([lead, tf.shape(probs)[:-1], [1]], 0)
@@ -60,7 +50,7 @@ class OneHotDist(tfd.OneHotCategorical):
         return self.sample_from_uniform(u)
 
     def sample_from_uniform(self, u):
-        """The straight-through sample picked by uniform numbers u [..., 1] (one per categorical)."""
+        """Straight-through one-hot sample + p - sg(p) picked by u [..., 1]."""
         probs = self.probs_parameter()
         cdf = tf.math.cumsum(probs, -1)
         k = probs.shape[-1]
@@ -75,11 +65,7 @@ class OneHotDist(tfd.OneHotCategorical):
 
 
 def symexp_bins(num_bins=255, low=-20.0, high=20.0):
-    """Exponentially spaced bins symexp(linspace(low, high, n)), built as an exactly symmetric set.
-
-    Building one half and mirroring it makes bins[i] == -bins[n-1-i] to the bit, so uniform
-    probabilities predict exactly 0 (the Nature release does the same).
-    """
+    """symexp(linspace(low, high, n)), one half mirrored so uniform probabilities predict exactly 0."""
     if num_bins % 2 == 1 and low == -high:
         half = np.linspace(low, 0.0, (num_bins - 1) // 2 + 1, dtype=np.float64)
         half = np.sign(half) * np.expm1(np.abs(half))
@@ -89,11 +75,7 @@ def symexp_bins(num_bins=255, low=-20.0, high=20.0):
 
 
 def twohot_encode(x, bins):
-    """Two-hot target: the raw value x split linearly between its two neighbouring bins.
-
-    x: [...] float32, bins: [K] increasing -> [..., K]. Values outside the bin range put all their
-    weight on the nearest end bin.
-    """
+    """x [...] split linearly between its two neighbouring bins [K] -> [..., K]; end bins take the rest."""
     bins = tf.convert_to_tensor(bins, tf.float32)
     x = tf.cast(x, tf.float32)[..., None]
     k = bins.shape[-1]
@@ -113,11 +95,9 @@ def twohot_encode(x, bins):
 
 
 def twohot_mean(probs, bins):
-    """sum_k p_k * bins_k, written so that symmetric bins with uniform p give exactly 0.
+    """sum_k p_k b_k [..., K] -> [...], as sum_i (p_{m+i} - p_{m-i}) b_{m+i} for mirrored bins.
 
-    With bins mirrored around the middle one (b_{m-i} = -b_{m+i}), the sum equals
-    sum_i (p_{m+i} - p_{m-i}) * b_{m+i}: each difference is exactly 0 for equal probabilities,
-    whatever order the compiler sums in (XLA reassociates a plain left + right sum).
+    Each difference is exactly 0 for equal probabilities, whatever order XLA sums in.
     """
     k = bins.shape[-1]
     mirrored = k % 2 == 1 and np.array_equal(np.asarray(bins), -np.asarray(bins)[::-1])
@@ -130,11 +110,7 @@ def twohot_mean(probs, bins):
 
 
 class SymexpTwoHot(tfd.Distribution):
-    """DreamerV3's reward and value distribution: a softmax over exponentially spaced bins.
-
-    `log_prob(y)` is the cross-entropy against the two-hot encoding of the raw target y,
-    `mean()`/`mode()` is the expected bin value.
-    """
+    """DreamerV3's reward and value: softmax over symexp bins; log_prob is the two-hot cross-entropy."""
 
     def __init__(self, logits, bins, name='SymexpTwoHot'):
         self.logits = tf.cast(logits, tf.float32)
@@ -161,17 +137,22 @@ class SymexpTwoHot(tfd.Distribution):
         return tf.reduce_sum(twohot_encode(target, self.bins) * log_pred, -1)
 
 
-class MSEDist(tfd.Distribution):
-    """A deterministic prediction scored by negative squared error summed over `dims` event dims.
+def _identity(x):
+    return x
 
-    With `transform='symlog'` the prediction lives in symlog space: log_prob(x) compares it with
-    symlog(x) and mode() returns symexp(prediction).
-    """
+
+# transform: (into the prediction's space, out of it)
+MSE_TRANSFORMS = {None: (_identity, _identity), 'symlog': (ops.symlog, ops.symexp)}
+
+
+class MSEDist(tfd.Distribution):
+    """A prediction scored by -sum of squared errors over `dims` event dims, in symlog space if asked."""
 
     def __init__(self, pred, dims, transform=None, name='MSEDist'):
         self.pred = tf.cast(pred, tf.float32)
         self.dims = int(dims)
         self.transform = transform
+        self.forward, self.inverse = MSE_TRANSFORMS[transform]
         super().__init__(dtype=tf.float32, reparameterization_type=tfd.FULLY_REPARAMETERIZED,
                          validate_args=False, allow_nan_stats=True, parameters=dict(locals()),
                          name=name)
@@ -183,15 +164,13 @@ class MSEDist(tfd.Distribution):
         return self.pred.shape[len(self.pred.shape) - self.dims:]
 
     def _mode(self):
-        return ops.symexp(self.pred) if self.transform == 'symlog' else self.pred
+        return self.inverse(self.pred)
 
     def _mean(self):
         return self._mode()
 
     def _log_prob(self, value):
-        value = tf.cast(value, tf.float32)
-        if self.transform == 'symlog':
-            value = ops.symlog(value)
+        value = self.forward(tf.cast(value, tf.float32))
         axes = list(range(-self.dims, 0))
         return -tf.reduce_sum(tf.square(self.pred - value), axes)
 
@@ -204,18 +183,15 @@ def bounded_normal(mean, std_raw, minstd=0.1, maxstd=1.0):
 
 
 def bernoulli(logits):
-    """Continue flag. Soft targets (such as (1 - terminal) * gamma) are scored by cross-entropy."""
+    """The continue flag; soft targets such as (1 - terminal) * gamma score by cross-entropy."""
     return tfd.Independent(tfd.Bernoulli(logits=tf.cast(logits, tf.float32), dtype=tf.float32), 0)
 
 
 def keyed_sample(dist, key):
-    """A sample of `dist` whose noise is a pure function of per-row keys, [N] int64.
+    """A sample of `dist` whose noise is a pure function of per-row keys [N] (ops.keyed_uniform).
 
-    Supports every distribution the losses sample from: those with `sample_from_uniform` and
-    `uniform_shape` (`OneHotDist` latents and discrete actions, the V1/V2 actors `TanhNormal` and
-    `TruncNormal`: inverse CDFs of uniform numbers) and Normals (latents of V1, the V3 actor:
-    loc + scale * Phi^-1(u), reparameterised like tfd.Normal.sample). See ops.keyed_uniform. With
-    key=None it is `dist.sample()`, drawing from TensorFlow's stateful generator (acting).
+    Inverse CDFs for distributions with `sample_from_uniform`, loc + scale * Phi^-1(u) for Normals;
+    key=None samples from TensorFlow's stateful generator (acting).
     """
     if key is None:
         return dist.sample()
@@ -229,14 +205,8 @@ def keyed_sample(dist, key):
                     f'got {type(dist).__name__}')
 
 
-# -- DreamerV1 / DreamerV2 distributions ---------------------------------------------------------
-
-
 def unit_normal(mean, dims):
-    """Normal(mean, 1) summed over the last `dims` axes: the V1/V2 image, reward and value heads.
-
-    -log_prob(x) = 0.5 * sum (x - mean)^2 + const, i.e. half the squared error of `MSEDist`.
-    """
+    """Normal(mean, 1) over the last `dims` axes, V1/V2: -log_prob = 0.5 * squared error + const."""
     mean = tf.cast(mean, tf.float32)
     return tfd.Independent(tfd.Normal(mean, tf.ones_like(mean)), dims)
 
@@ -246,21 +216,15 @@ def gaussian_latent(mean, std):
     return tfd.Independent(tfd.Normal(mean, std), 1)
 
 
-# n fixed quantiles of the standard normal, Phi^-1((i + 0.5) / n): the "samples" of the tanh-Normal's
-# entropy and mode estimates. DreamerV1 draws 100 random samples for both; stratified quantiles give
-# the same expectation with less variance, and keep the update a pure function of its inputs.
 def _normal_quantiles(n):
+    """Phi^-1((i + 0.5) / n): DreamerV1's 100 random draws, stratified (less variance, no state)."""
     return tf.math.ndtri((tf.range(n, dtype=tf.float32) + 0.5) / n)
 
 
 class TanhNormal:
-    """DreamerV1's actor: a = tanh(x), x ~ Normal(mean, std), dims independent.
+    """DreamerV1's actor a = tanh(x), x ~ Normal(mean, std) [..., A]; entropy and mode from `samples` draws.
 
-    log p(a) = sum_i [log N(x_i; mean_i, std_i) - log(1 - tanh(x_i)^2)], x = atanh(a), where
-    log(1 - tanh(x)^2) = 2 * (log 2 - x - softplus(-2x)) is the stable form of the Jacobian term.
-    The entropy and the mode have no closed form; like DreamerV1 they are estimated from `samples`
-    draws (here the fixed normal quantiles above): entropy = -mean_k log p(a_k), mode = the a_k with
-    the highest log-probability.
+    log p(a) = sum_i [log N(x_i; mean_i, std_i) - log(1 - tanh(x_i)^2)], x = atanh(a).
     """
 
     def __init__(self, mean, std, samples=100):
@@ -270,16 +234,17 @@ class TanhNormal:
 
     @staticmethod
     def _log_det(x):
+        """log(1 - tanh(x)^2) in its stable form."""
         return 2.0 * (np.log(2.0) - x - tf.nn.softplus(-2.0 * x))
 
     def _log_prob_pre(self, x):
-        """log p(tanh(x)) from the pre-tanh value x (exact, no atanh of a saturated action)."""
+        """log p(tanh(x)) from the pre-tanh x, which needs no atanh of a saturated action."""
         normal = -0.5 * tf.square((x - self.mean) / self.std) - tf.math.log(self.std) \
             - 0.5 * np.log(2.0 * np.pi)
         return tf.reduce_sum(normal - self._log_det(x), -1)
 
     def log_prob(self, action):
-        # As in DreamerV1, actions are pulled inside (-1, 1) so that atanh stays finite.
+        # Inside (-1, 1) so that atanh stays finite, as in DreamerV1.
         action = tf.clip_by_value(tf.cast(action, tf.float32), -0.99999997, 0.99999997)
         return self._log_prob_pre(tf.atanh(action))
 
@@ -305,8 +270,7 @@ class TanhNormal:
 
 
 def tanh_normal(mean, std_raw, init_std=5.0, mean_scale=5.0, min_std=1e-4):
-    """DreamerV1 actor head: mean = scale * tanh(m / scale), std = softplus(s + raw_init) + min_std,
-    where raw_init = log(exp(init_std) - 1) makes the initial std (s = 0) equal `init_std`."""
+    """DreamerV1's actor: mean = k tanh(m / k), std = softplus(s + softplus^-1(init_std)) + min_std."""
     mean = mean_scale * tf.tanh(tf.cast(mean, tf.float32) / mean_scale)
     raw_init = float(np.log(np.expm1(init_std)))
     std = tf.nn.softplus(tf.cast(std_raw, tf.float32) + raw_init) + min_std
@@ -314,12 +278,10 @@ def tanh_normal(mean, std_raw, init_std=5.0, mean_scale=5.0, min_std=1e-4):
 
 
 class TruncNormal:
-    """DreamerV2's continuous actor: Normal(mean, std) truncated to [-1, 1], dims independent.
+    """DreamerV2's actor: Normal(mean, std) truncated to [-1, 1], dims independent, sampled by inverse CDF.
 
-    Samples by inverse CDF, x = mean + std * Phi^-1(Phi(alpha) + u * (Phi(beta) - Phi(alpha))) with
-    alpha, beta the standardised bounds, so they are reparameterised (the release's implicit
-    reparameterisation gradient of tfd.TruncatedNormal is the same derivative). log_prob and
-    entropy are tfp's.
+    x = mean + std * Phi^-1(Phi(alpha) + u * (Phi(beta) - Phi(alpha))), alpha and beta the standardised
+    bounds: reparameterised with the same derivative as the release's tfd.TruncatedNormal.
     """
 
     def __init__(self, mean, std, low=-1.0, high=1.0):
@@ -336,9 +298,7 @@ class TruncNormal:
         hi = _ndtr((self.high - self.mean) / self.std)
         p = tf.clip_by_value(lo + u * (hi - lo), 1e-7, 1.0 - 1e-7)
         x = self.mean + self.std * tf.math.ndtri(p)
-        # Samples stay strictly inside the bounds (the inverse CDF's far tails lose precision), but,
-        # as in the release, the clip passes the gradient straight through: a clipped sample still
-        # moves with the mean and std that the dynamics-backprop actor learns.
+        # Inside the bounds (the far tails lose precision), but, as in the release, the gradient passes.
         clipped = tf.clip_by_value(x, self.low + 1e-6, self.high - 1e-6)
         return x + sg(clipped - x)
 
@@ -359,7 +319,7 @@ def _ndtr(x):
 
 
 def trunc_normal(mean, std_raw, min_std=0.1, init_std=0.0):
-    """DreamerV2 actor head: mean = tanh(m), std = 2 * sigmoid((s + init_std) / 2) + min_std."""
+    """DreamerV2's actor: mean = tanh(m), std = 2 * sigmoid((s + init_std) / 2) + min_std."""
     mean = tf.tanh(tf.cast(mean, tf.float32))
     std = 2.0 * tf.sigmoid((tf.cast(std_raw, tf.float32) + init_std) / 2.0) + min_std
     return TruncNormal(mean, std)

@@ -1,8 +1,4 @@
-"""The agent's Keras networks: the recurrent cores here, and by one name the layers, codecs and heads.
-
-Every layer creates its weights in `__init__`, so a freshly built agent owns all its variables:
-checkpoints restore eagerly and strategy scopes see every variable.
-"""
+"""The recurrent cores, and every network layer by one name. Layers create their weights in `__init__`."""
 
 import keras
 import numpy as np
@@ -27,11 +23,7 @@ def gru_update(reset, cand, update, deter):
 
 
 class BlockGRU(keras.layers.Layer):
-    """DreamerV3's block-diagonal GRU: deter_t = f(deter_{t-1}, inputs), [B, deter].
-
-    Each input (deter, stoch, action) is projected to `hidden` units that every block sees; each block
-    sees only its own slice of the previous deter.
-    """
+    """DreamerV3's block-diagonal GRU, [B, deter]: a block sees its deter slice and every projected input."""
 
     def __init__(self, deter, hidden, in_dims, blocks, dyn_layers=1, norm='rms', act='silu', **kw):
         super().__init__(**kw)
@@ -63,10 +55,7 @@ class BlockGRU(keras.layers.Layer):
                     bias=tf.cast(first.bias, dtype))
 
     def _first_layer(self, weights, deter, proj):
-        """BlockLinear on concat_g(deter_g, proj) without building the [B, G, n*hidden] broadcast.
-
-        Every block sees the same `proj`, so its share is one dense matmul; only deter's is block-diagonal.
-        """
+        """BlockLinear on concat_g(deter_g, proj) as one dense matmul of proj, not a [B, G, n*h] broadcast."""
         own = tf.einsum('ngi,gio->ngo', self._group(deter), weights['own'])
         return self._flat(own) + tf.matmul(proj, weights['shared']) + weights['bias']
 
@@ -114,10 +103,7 @@ class KerasGRU(keras.layers.Layer):
 
 
 def named_weights(layer, prefix=''):
-    """Every weight of `layer` by its attribute path, e.g. 'core/gates/kernel': unique names for checkpoints.
-
-    Keras 3 names a weight only by its own layer ('linear0/kernel'), which repeats across heads.
-    """
+    """Every weight by its attribute path, 'core/gates/kernel': Keras 3's 'linear0/kernel' repeats."""
     if not type(layer).__module__.startswith('dreamer_tf'):
         return {f'{prefix}{v.name}': v for v in layer.weights}   # A Keras built-in names its own uniquely.
     out = {}

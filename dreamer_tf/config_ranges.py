@@ -36,32 +36,37 @@ RANGES = (
 )
 
 
-# The allowed values of every choice (string) key but env.task, by full-match pattern.
-CHOICES = (
-    (r'precision', ('float32', 'bfloat16', 'float16')),
-    (r'distribute\.strategy', ('none', 'mirrored', 'multi_worker')),
-    (r'env\.suite', ('dmc', 'gym', 'atari', 'crafter')),
-    (r'env\.obs', ('proprio', 'vision')),
-    (r'env\.atari\.actions', ('minimal', 'full')),
-    (r'env\.atari\.lives', ('unused', 'reset')),
-    (r'rssm\.latent', ('categorical', 'gaussian')),
-    (r'rssm\.core', ('block_gru', 'norm_gru', 'gru')),
-    (r'.*\.norm', ('rms', 'layer', 'none')),
-    (r'.*\.act', ('silu', 'elu', 'relu', 'tanh', 'none')),
-    (r'loss\.kl_form', ('dyn_rep', 'balance', 'v1')),
-    (r'loss\.reward_transform', ('none', 'tanh')),
-    (r'encoder\.style', ('v3', 'strided')),
-    (r'decoder\.style', ('v3', 'transposed')),
-    (r'decoder\.vector_dist', ('mse', 'normal')),
-    (r'(reward_head|critic)\.dist', ('twohot', 'unit_normal', 'mse')),
-    (r'actor\.dist_cont', ('normal', 'trunc_normal', 'tanh_normal')),
-    (r'behavior\.gamma_from', ('horizon', 'discount')),
-    (r'behavior\.return_critic', ('online', 'slow')),
-    (r'behavior\.weight', ('inclusive', 'exclusive')),
-    (r'behavior\.return_form', ('next', 'current')),
-    (r'behavior\.first_discount', ('model', 'replay')),
-    (r'behavior\.return_norm', ('percentile', 'none')),
-)
+def _table(text):
+    """Rows of 'pattern value value ...' -> ((pattern, (value, ...)), ...)."""
+    return tuple((row.split()[0], tuple(row.split()[1:])) for row in text.strip().splitlines())
+
+
+# The allowed values of every choice (string) key but env.task: full-match pattern, then the values.
+CHOICES = _table(r"""
+precision                   float32 bfloat16 float16
+distribute\.strategy        none mirrored multi_worker
+env\.suite                  dmc gym atari crafter
+env\.obs                    proprio vision
+env\.atari\.actions         minimal full
+env\.atari\.lives           unused reset
+rssm\.latent                categorical gaussian
+rssm\.core                  block_gru norm_gru gru
+.*\.norm                    rms layer none
+.*\.act                     silu elu relu tanh none
+loss\.kl_form               dyn_rep balance v1
+loss\.reward_transform      none tanh
+encoder\.style              v3 strided
+decoder\.style              v3 transposed
+decoder\.vector_dist        mse normal
+(reward_head|critic)\.dist  twohot unit_normal mse
+actor\.dist_cont            normal trunc_normal tanh_normal
+behavior\.gamma_from        horizon discount
+behavior\.return_critic     online slow
+behavior\.weight            inclusive exclusive
+behavior\.return_form       next current
+behavior\.first_discount    model replay
+behavior\.return_norm       percentile none
+""")
 
 
 def _first_match(table, key):

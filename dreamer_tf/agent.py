@@ -1,18 +1,15 @@
 """Dreamer agent of every version: world model + actor-critic + optimisers. Pure math, no devices.
 
-DreamerV3 (Nature) trains everything with one LaProp optimiser on the summed loss. DreamerV1, V2 and
-the 2023 DreamerV3 give the model, the actor and the critic their own Adam (config `opt.model`,
-`opt.actor`, `opt.critic`), each differentiating only its own loss: so the actor's dynamics-backprop
-gradient moves the actor alone, although it flows through the world model.
-
-The trainer compiles `policy` and `train_step`; this module only defines what they compute.
+DreamerV3 (Nature) trains everything with one LaProp on the summed loss. DreamerV1, V2 and the 2023
+DreamerV3 give model, actor and critic their own Adam, each differentiating only its own loss, so the
+actor's dynamics-backprop gradient moves the actor alone.
 """
 
 import tensorflow as tf
 
 from dreamer_tf import nets, ops
 from dreamer_tf.behavior import ActorCritic
-from dreamer_tf.optim import Adam, DynamicLossScale, LaProp, ModuleOptimizers
+from dreamer_tf.optim import Adam, LaProp, ModuleOptimizers
 from dreamer_tf.world_model import WorldModel
 
 sg = tf.stop_gradient
@@ -22,14 +19,30 @@ LOSS_GROUPS = {'actor': 'actor', 'critic': 'critic', 'replay_critic': 'critic'}
 POLICY_MODES = ('eval', 'explore', 'train')
 
 
-class Agent(tf.Module):
+class Unscaled:
+    """The loss scaling that leaves loss and gradients as they are; every non-finite update is a skip."""
 
-    def __init__(self, config, obs_space, act_space, name='agent'):
+    def scale_loss(self, loss):
+        return loss
+
+    def unscale(self, grads):
+        return grads
+
+    def skipped(self, finite):
+        return 1.0 - tf.cast(finite, tf.float32), {}
+
+
+class Agent(tf.Module):
+    """`loss_scale` scales the loss before differentiating (scale_loss, unscale, skipped); `gather`
+    collects a tensor's rows over the whole batch for the return percentiles. The trainer's framework
+    supplies both."""
+
+    def __init__(self, config, obs_space, act_space, loss_scale=None, gather=tf.identity, name='agent'):
         super().__init__(name=name)
         self.config = config
         self.obs_space, self.act_space = dict(obs_space), act_space
         self.wm = WorldModel(config, obs_space, act_space.size, name='wm')
-        self.ac = ActorCritic(config, self.wm.rssm.feat_dim, act_space, name='ac')
+        self.ac = ActorCritic(config, self.wm.rssm.feat_dim, act_space, gather=gather, name='ac')
         self.var_groups = {'model': self.wm.trainable_variables,
                            'actor': self.ac.actor.trainable_variables,
                            'critic': self.ac.critic.trainable_variables}
@@ -43,10 +56,8 @@ class Agent(tf.Module):
                 raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
                                  'per-module optimisers (opt.model / opt.actor / opt.critic)')
             self.opt = LaProp(self.train_vars, **config.opt)
-        # Only float16 compute needs loss scaling; bfloat16 has float32's exponent range.
-        self.loss_scale = DynamicLossScale() if config.precision == 'float16' else None
-        # Keras 3 layers kept in Python lists are invisible to tf.train.Checkpoint, so every
-        # network weight is also tracked here under a unique path (what checkpoints save).
+        self.loss_scale = Unscaled() if loss_scale is None else loss_scale
+        # Keras 3 layers in Python lists are invisible to tf.train.Checkpoint: track each weight here.
         layers = {'wm': self.wm, 'actor': self.ac.actor, 'critic': self.ac.critic,
                   'slow_critic': self.ac.slow_critic}
         self.weights_by_path = {}
@@ -135,9 +146,8 @@ class Agent(tf.Module):
         own loss w.r.t. that module's variables (per-module optimisers)."""
         with tf.GradientTape(persistent=self.per_module) as tape:
             total, metrics, groups = self.loss_terms(data)
-            scale = self.loss_scale.scale if self.loss_scale else 1.0
-            targets = {name: loss * scale for name, loss in groups.items()}
-            total_scaled = total * scale
+            targets = {name: self.loss_scale.scale_loss(loss) for name, loss in groups.items()}
+            total_scaled = self.loss_scale.scale_loss(total)
         if self.per_module:
             grads = [g for name, variables in self.var_groups.items()
                      for g in tape.gradient(targets[name], variables)]
@@ -145,9 +155,7 @@ class Agent(tf.Module):
         else:
             grads = tape.gradient(total_scaled, self.train_vars)
         grads = [tf.zeros_like(v) if g is None else g for g, v in zip(grads, self.train_vars)]
-        if self.loss_scale:
-            grads = [g / self.loss_scale.scale for g in grads]
-        return grads, metrics
+        return self.loss_scale.unscale(grads), metrics
 
     def apply_gradients(self, grads):
         metrics = self.opt.apply(grads)
@@ -159,23 +167,19 @@ class Agent(tf.Module):
         """Variables that the loss moves by itself (the return normaliser's EMAs, V3 only)."""
         return list(self.ac.retnorm.variables) if self.ac.retnorm else []
 
-    def train_step(self, data):
+    def train_step(self, data, run=None):
         """One update, skipped when the loss or the global gradient norm is not finite.
 
-        A skipped update leaves every variable as it was: weights, optimiser moments and step, slow
-        critic, and the return normaliser that the loss itself moves. `skipped` is 1.0 then, and the
-        trainer counts skips and stops a run that keeps producing them.
+        A skipped update leaves every variable as it was, the return normaliser that the loss itself
+        moves included, and reports `skipped` 1.0. `run(fn, data)` runs the gradient half (the
+        trainer's data-parallel one averages it over batch slices); by default it is called in place.
         """
         before = [tf.identity(v) for v in self.loss_state]
-        grads, metrics = self.compute_gradients(data)
+        grads, metrics = run(self.compute_gradients, data) if run else self.compute_gradients(data)
         return self.apply_if_finite(grads, metrics, before)
 
     def apply_if_finite(self, grads, metrics, before):
-        """Apply `grads` unless they or the loss are not finite; then restore `loss_state` to `before`.
-
-        The second half of `train_step`, separate so that a data-parallel step can average the
-        replicas' gradients and metrics in between.
-        """
+        """Apply `grads` unless they or the loss are not finite; then restore `loss_state` to `before`."""
         metrics = dict(metrics)
         finite = tf.math.is_finite(metrics['loss/total']) & tf.math.is_finite(tf.linalg.global_norm(grads))
 
@@ -185,15 +189,8 @@ class Agent(tf.Module):
             return {name: tf.constant(float('nan')) for name in self.opt.metric_names}
 
         metrics.update(tf.cond(finite, lambda: self.apply_gradients(grads), skip))
-        skipped = 1.0 - tf.cast(finite, tf.float32)
-        if self.loss_scale:
-            # float16: an overflow while the scale is above 1 is the loss scaling at work, not a
-            # fault; it only halves the scale. At scale 1 a non-finite update is a real skip.
-            overflow = skipped * tf.cast(self.loss_scale.scale > 1.0, tf.float32)
-            self.loss_scale.update(finite)
-            metrics['loss_scale'] = tf.identity(self.loss_scale.scale)
-            metrics['overflow'] = overflow
-            skipped -= overflow
+        skipped, scale_metrics = self.loss_scale.skipped(finite)
+        metrics.update(scale_metrics)
         metrics['skipped'] = skipped
         return metrics
 

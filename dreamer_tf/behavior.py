@@ -93,7 +93,7 @@ def pad_last(x):
 
 class ActorCritic(keras.layers.Layer):
 
-    def __init__(self, config, feat_dim, act_space, **kw):
+    def __init__(self, config, feat_dim, act_space, gather=tf.identity, **kw):
         super().__init__(**kw)
         self.config = config
         self.discrete = act_space.discrete
@@ -109,7 +109,7 @@ class ActorCritic(keras.layers.Layer):
             slow.assign(online)
         self.slow_critic.trainable = False
         # V1 and V2 do not normalise returns: their scale is 1 and the normaliser stays unused.
-        self.retnorm = ops.ReturnNormalizer(**config.retnorm) if 'retnorm' in config else None
+        self.retnorm = ops.ReturnNormalizer(**config.retnorm, gather=gather) if 'retnorm' in config else None
         b = config.behavior
         self.lam, self.imag_length = b.return_lambda, b.imag_length
         self.discount = discount_factor(b)

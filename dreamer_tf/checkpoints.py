@@ -31,6 +31,10 @@ class CheckpointError(ValueError):
     """No checkpoint in a directory could be restored (or there was none)."""
 
 
+class NonFiniteError(RuntimeError):
+    """Training produced non-finite values: too many skipped updates in a row, or non-finite weights."""
+
+
 def list_checkpoints(directory):
     """Checkpoint prefixes in `directory`, oldest first.
 
@@ -99,6 +103,22 @@ def save(manager, number):
         committed = [p for p in _state_paths(manager.directory) if p != prefix]
         kept = f'the last good checkpoint {committed[-1]} is intact' if committed else 'no earlier checkpoint'
         raise OSError(f'cannot write checkpoint {prefix} ({_reason(error)}); {kept}') from error
+
+
+def non_finite(variables):
+    """The names in {name: variable} of floating-point variables that hold NaN or inf."""
+    return [name for name, v in variables.items()
+            if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
+
+
+def save_finite(manager, number, variables):
+    """`save`, unless a variable of {name: variable} holds NaN or inf: then NonFiniteError, and
+    nothing is written, so the last good checkpoint stays the newest."""
+    bad = non_finite(variables)
+    if bad:
+        raise NonFiniteError(f'not saving a checkpoint at step {number}: {len(bad)} variables hold NaN '
+                             f'or inf (first: {bad[0]}); the checkpoints on disk are untouched')
+    return save(manager, number)
 
 
 def _reason(error):

@@ -1,9 +1,5 @@
-"""The training loop. The only module that knows about tf.function/XLA, precision and checkpoints.
-
-One iteration: the compiled policy acts in every environment, the steps go to the replay, and the
-`train_ratio` schedule decides how many compiled train steps run before the next env step.
-Counters, logging and checkpoints stay in plain Python around the compiled functions.
-"""
+"""The training loop: composes the framework (devices), the driver (envs), the schedules, the
+checkpoints and the logger, in plain Python around the compiled train step and policy."""
 
 import contextlib
 import glob
@@ -20,138 +16,23 @@ from dreamer_tf import __version__, checkpoints
 from dreamer_tf import config as configlib
 from dreamer_tf import dream
 from dreamer_tf import envs as envlib
-from dreamer_tf.agent import Agent
+from dreamer_tf.checkpoints import NonFiniteError
+from dreamer_tf.driver import Driver, eval_scores, policy_batch, random_actions
+from dreamer_tf.framework import (device_name, make_agent, make_policy, make_replicas, make_strategy,
+                                  make_train_step, set_precision, worker_index)
 from dreamer_tf.logger import FPS, Logger, Progress
 from dreamer_tf.replay import Replay
 from dreamer_tf.results import plots
+from dreamer_tf.schedules import Clock, Every, Ratio
 
-# Compute precisions: parameters, losses and distributions stay float32 in all three; float16 adds
-# dynamic loss scaling (Agent.loss_scale).
-PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
 # Keys a resumed run may change without --override_config: the budget and bookkeeping, not learning.
 RESUMABLE_KEYS = ('run.steps', 'run.log_every', 'run.save_every', 'run.save_minutes', 'run.keep_checkpoints')
-
-
-class NonFiniteError(RuntimeError):
-    """Training produced non-finite values: too many skipped updates in a row, or non-finite weights."""
-
-
-def set_precision(name):
-    if name not in PRECISIONS:
-        raise configlib.ConfigError(f"precision '{name}' is not one of {sorted(PRECISIONS)}")
-    keras.mixed_precision.set_global_policy(PRECISIONS[name])
-
-
-STRATEGIES = ('none', 'mirrored', 'multi_worker')
-
-
-def make_strategy(config):
-    """The tf.distribute strategy that `distribute.strategy` names.
-
-    none: TensorFlow's default strategy (one device). mirrored: MirroredStrategy over
-    `distribute.devices` (all GPUs when empty). multi_worker: MultiWorkerMirroredStrategy, the
-    cluster described by the TF_CONFIG environment variable; every worker runs the same command.
-    """
-    name, devices = config.distribute.strategy, list(config.distribute.devices)
-    if name not in STRATEGIES:
-        raise configlib.ConfigError(f"distribute.strategy '{name}' is not one of {list(STRATEGIES)}")
-    if name == 'none':
-        strategy = tf.distribute.get_strategy()
-    elif name == 'mirrored':
-        strategy = tf.distribute.MirroredStrategy(devices or None)
-    else:
-        strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise configlib.ConfigError(
-            f'batch_size {config.batch_size} does not split evenly over '
-            f'{strategy.num_replicas_in_sync} replicas; use a multiple of it')
-    return strategy
-
-
-def worker_index(strategy):
-    """This process's task index in a multi-worker cluster (0 everywhere else)."""
-    resolver = getattr(strategy, 'cluster_resolver', None)
-    return int(resolver.task_id or 0) if resolver is not None and resolver.task_type else 0
-
-
-def local_replicas(strategy):
-    """Replicas on this worker (1 under the default strategy)."""
-    return len(strategy.extended.worker_devices) if is_distributed(strategy) else 1
-
-
-def is_distributed(strategy):
-    return strategy is not None and strategy.num_replicas_in_sync > 1
-
-
-def make_train_step(agent, config, strategy=None):
-    """The compiled update: loss, gradients and optimiser step in one (optionally XLA) function.
-
-    Under a data-parallel strategy each replica computes the gradients of the mean loss of its
-    slice of the global batch; their mean is the gradient of the global-batch mean (the slices are
-    equal), and the optimiser applies it once, in cross-replica context, to every copy. The
-    return normaliser's percentiles see the returns of all replicas.
-    """
-    if not is_distributed(strategy):
-        return tf.function(agent.train_step, jit_compile=config.jit)
-    if agent.ac.retnorm is not None:
-        agent.ac.retnorm.gather = lambda x: tf.distribute.get_replica_context().all_gather(x, axis=0)
-    # The all-gather is a collective, which XLA clusters on the CPU do not compile: the
-    # replica function runs as a plain graph.
-    compute = tf.function(agent.compute_gradients)
-
-    def mean(value):
-        return strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
-
-    @tf.function
-    def step(data):
-        before = [tf.identity(v) for v in agent.loss_state]
-        grads, metrics = strategy.run(compute, (data,))
-        grads = [mean(g) for g in grads]
-        metrics = {k: mean(v) for k, v in metrics.items()}
-        return agent.apply_if_finite(grads, metrics, before)
-
-    return step
-
-
-def distribute_batch(strategy, batch):
-    """Split a worker's batch (dict of [B_local, ...] arrays) over its local replicas."""
-    local = local_replicas(strategy)
-    size = len(next(iter(batch.values()))) // local
-
-    def part(context):
-        i = context.replica_id_in_sync_group % local
-        return {k: tf.constant(v[i * size:(i + 1) * size]) for k, v in batch.items()}
-
-    return strategy.experimental_distribute_values_from_function(part)
-
-
-def make_policy(agent, config):
-    return tf.function(agent.policy, jit_compile=config.jit)
-
-
-def random_actions(act_space, rng, n):
-    """Uniform actions for `n` environments: one-hot for discrete spaces, U[-1, 1] otherwise."""
-    if act_space.discrete:
-        return np.eye(act_space.size, dtype=np.float32)[rng.integers(0, act_space.size, n)]
-    return rng.uniform(-1, 1, (n, act_space.size)).astype(np.float32)
-
-
-def pop_episode_logs(obs):
-    """Remove the env's per-episode statistics (`log/<name>`, e.g. Crafter achievements) from a step."""
-    return {key[len('log/'):]: float(obs.pop(key)) for key in [k for k in obs if k.startswith('log/')]}
 
 
 def replay_batch(replay, size, rng):
     """`size` replayed sequences plus one random key per sequence, from which the loss draws its noise."""
     batch = replay.sample(size)
     batch['key'] = rng.integers(0, 2 ** 32, size, dtype=np.int64)
-    return batch
-
-
-def policy_batch(obs_list, keys):
-    """Stack one step dict per environment into the policy's input batch (model keys + is_first)."""
-    batch = {k: np.stack([o[k] for o in obs_list]) for k in keys}
-    batch['is_first'] = np.array([o['is_first'] for o in obs_list])
     return batch
 
 
@@ -173,6 +54,13 @@ def make_checkpoint(agent, counters):
     return tf.train.Checkpoint(agent=agent, counters=counters)
 
 
+def checkpoint_state(agent):
+    """{name: variable} of the agent's state that a checkpoint must hold finite."""
+    return {**agent.weights_by_path,
+            **{f'opt/{i}/{v.name}': v for i, v in enumerate(agent.opt.variables)},
+            **{f'loss_state/{v.name}': v for v in agent.loss_state}}
+
+
 class Trainer:
 
     def __init__(self, config, logdir, override_config=False):
@@ -182,36 +70,36 @@ class Trainer:
         check_logdir_config(config, self.logdir, override_config)
         # Multi-worker clusters must be set up before TensorFlow runs anything else.
         self.strategy = make_strategy(config)
+        self.replicas = make_replicas(self.strategy)
         seed = invocation_seed(config.seed, os.path.join(self.logdir, 'replay'))
         seed += 100_003 * worker_index(self.strategy)      # each worker collects its own data
         seed_everything(seed, config.deterministic)
         set_precision(config.precision)
         self.rng = np.random.default_rng(seed)
-        env_cfg = config.env
+        env_cfg, run = config.env, config.run
         self.envs = [envlib.make_env(env_cfg, seed + i) for i in range(env_cfg.num_envs)]
         self.eval_env = envlib.make_env(env_cfg, seed + 10_000, mode='eval')
         self.act_space = self.envs[0].act_space
         self.replay = Replay(config.batch_length + config.replay_context, config.replay.capacity,
                              os.path.join(self.logdir, 'replay') if config.replay.persist else None,
                              seed=seed, prioritize_ends=config.replay.get('prioritize_ends', False))
-        with self.strategy.scope():
-            self.agent = Agent(config, self.envs[0].obs_space, self.act_space)
+        self.agent = make_agent(config, self.envs[0].obs_space, self.act_space, self.strategy)
         self.counters = Counters()
         self.checkpoint = make_checkpoint(self.agent, self.counters)
         self.stopped_by = 0              # the signal that stopped run() early, if any
         self.manager = tf.train.CheckpointManager(
-            self.checkpoint, os.path.join(self.logdir, 'checkpoints'),
-            max_to_keep=config.run.keep_checkpoints)
+            self.checkpoint, os.path.join(self.logdir, 'checkpoints'), max_to_keep=run.keep_checkpoints)
         self._train_step = make_train_step(self.agent, config, self.strategy)
         self._policy = make_policy(self.agent, config)
         self.logger = Logger(self.logdir)
         self.curves = plots.LiveCurves(self.logdir)         # <logdir>/curves.png
-        self.scores = []                                   # finished training episode returns
-        self.running = {}                                  # worker -> (return, length) so far
+        self.driver = Driver(self.envs, self.replay, self.counters, env_cfg.action_repeat, self._log_episode)
+        self.ratio = Ratio(run.train_ratio, config.batch_size * config.batch_length,
+                           run.get('train_every', 0), run.get('pretrain', 0))
         self.pending = []                                  # train metrics since the last log
         self.nonfinite_streak = 0                          # skipped updates in a row
         self.saved_step = None                             # env step of the checkpoint on disk
-        self.saved_clock = time.monotonic()                # when it was written (or the run began)
+        self.save_clock = Clock(run.save_minutes)          # a killed slow run loses at most this
         self.clock = time.monotonic()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -229,28 +117,13 @@ class Trainer:
     def save(self):
         """Checkpoint the run as ckpt-<env step>; raises instead of saving non-finite variables.
 
-        A step already saved is not written again: rewriting the newest good checkpoint in place is
-        the one save that could damage it if interrupted.
+        A step already saved is not rewritten: an interrupted rewrite could damage the newest good one.
         """
         if self.env_steps == self.saved_step:
             return
-        state = {**self.agent.weights_by_path,
-                 **{f'opt/{i}/{v.name}': v for i, v in enumerate(self.agent.opt.variables)},
-                 **{f'loss_state/{v.name}': v for v in self.agent.loss_state}}
-        bad = [name for name, v in state.items()
-               if tf.as_dtype(v.dtype).is_floating and not bool(tf.reduce_all(tf.math.is_finite(v)))]
-        if bad:
-            raise NonFiniteError(f'not saving a checkpoint at step {self.env_steps}: {len(bad)} variables '
-                                 f'hold NaN or inf (first: {bad[0]}); the checkpoints on disk are untouched')
-        checkpoints.save(self.manager, self.env_steps)
+        checkpoints.save_finite(self.manager, self.env_steps, checkpoint_state(self.agent))
         self.saved_step = self.env_steps
-        self.saved_clock = time.monotonic()
-
-    def _save_due_by_clock(self):
-        """`run.save_minutes` of wall clock since the last save (or the start): a slow long run that
-        is killed loses at most that much, whatever its step-based schedule."""
-        minutes = self.config.run.save_minutes
-        return bool(minutes) and time.monotonic() - self.saved_clock >= 60.0 * minutes
+        self.save_clock.reset()
 
     def close(self):
         for env in self.envs + [self.eval_env]:
@@ -261,13 +134,13 @@ class Trainer:
 
     def run(self):
         """Train to run.steps. A SIGTERM or SIGINT stops it early, saved: `stopped_by` names the signal."""
-        cfg = self.config.run
         print(banner(self.config, self.strategy, self.agent, self.logdir), flush=True)
         self.restore()
-        self.clock = self.saved_clock = time.monotonic()   # wall-clock counts training, not start-up
-        progress = Progress(cfg.steps, start=self.env_steps)
+        self.clock = time.monotonic()     # wall-clock counts training, not start-up
+        self.save_clock.reset()
+        progress = Progress(self.config.run.steps, start=self.env_steps)
         fps = (FPS(), FPS())             # env steps/s and updates/s
-        fps[1].update(int(self.counters.updates.numpy()))   # so the first line already has updates/s
+        fps[1].update(self._count('updates'))   # so the first line already has updates/s
         with stop_signals() as stop:
             logged_at = self._loop(progress, fps, stop)
         # The last step always gets a row (with burst schedules nothing may be pending then).
@@ -283,30 +156,23 @@ class Trainer:
 
     def _loop(self, progress, fps, stop):
         """Act, store and train until run.steps or a stop signal; returns the step last logged."""
-        cfg = self.config.run
-        obs = [self._reset(i) for i in range(len(self.envs))]
-        state = self.agent.initial_state(len(self.envs))
-        next_log, next_eval = self._next(cfg.log_every), self._next(cfg.eval_every)
-        next_save, next_report = self._next(cfg.save_every), self._next(cfg.report_every)
+        cfg, step = self.config.run, self.env_steps
+        log, evaluate = Every(cfg.log_every, step), Every(cfg.eval_every, step)
+        report, save = Every(cfg.report_every, step), Every(cfg.save_every, step)
+        self.driver.reset(self.agent.initial_state)
         logged_at = None
         while self.env_steps < cfg.steps and not stop.signum:
-            action, state = self._act(obs, state)
-            steps = envlib.step_all(self.envs, action)   # env processes step concurrently
-            obs = [self._env_step(i, action[i], steps[i]) for i in range(len(self.envs))]
+            self.driver.step(self._act)
             self._train_due()
             step = self.env_steps
-            if step >= next_log:
-                next_log = self._next(cfg.log_every)
+            if log(step):
                 self._log(progress, fps)
                 logged_at = step
-            if cfg.eval_every and step >= next_eval:
-                next_eval = self._next(cfg.eval_every)
+            if evaluate(step):
                 self.evaluate(cfg.eval_episodes)
-            if cfg.report_every and step >= next_report:
-                next_report = self._next(cfg.report_every)
+            if report(step):
                 self.report_open_loop()
-            if step >= next_save or self._save_due_by_clock():
-                next_save = self._next(cfg.save_every)
+            if save(step) or self.save_clock():
                 self.save()
         return logged_at
 
@@ -319,85 +185,36 @@ class Trainer:
 
     @property
     def env_steps(self):
-        return int(self.counters.env_steps.numpy())
+        return self._count('env_steps')
 
-    def _next(self, every):
-        """The next multiple of `every` strictly after the current step (so resumes line up)."""
-        if not every:
-            return float('inf')
-        return (self.env_steps // every + 1) * every
+    def _count(self, name):
+        return int(getattr(self.counters, name).numpy())
 
     # -- acting -------------------------------------------------------------------------------
 
     def _act(self, obs, state):
+        """Uniform random actions during prefill (no model run), then the policy's samples."""
         if self.env_steps < self.config.run.prefill:
-            return self._random_actions(len(obs)), state
+            return random_actions(self.act_space, self.rng, len(obs)), state
         action, state = self._policy(policy_batch(obs, self.agent.obs_space), state, 'train')
         return action.numpy(), state
 
-    def _random_actions(self, n):
-        return random_actions(self.act_space, self.rng, n)
-
-    def _reset(self, worker):
-        obs = self.envs[worker].reset()
-        self.replay.add({**obs, 'action': np.zeros(self.act_space.size, np.float32)}, worker)
-        return obs
-
-    def _env_step(self, worker, action, obs):
-        episode_logs = pop_episode_logs(obs)
-        if obs['is_first']:
-            # A restarted env process: its partial episode is dropped, the replay closes the fragment.
-            self.running.pop(worker, None)
-            self.replay.add({**obs, 'action': np.zeros(self.act_space.size, np.float32)}, worker)
-            return obs
-        self.replay.add({**obs, 'action': np.asarray(action, np.float32)}, worker)
-        self.counters.policy_steps.assign_add(1)
-        self.counters.env_steps.assign_add(self.config.env.action_repeat)
-        ret, length = self.running.get(worker, (0.0, 0))
-        ret, length = ret + float(obs['reward']), length + 1
-        self.running[worker] = (ret, length)
-        if obs['is_last']:
-            del self.running[worker]
-            self._finish_episode(ret, length, episode_logs)
-            return self._reset(worker)
-        return obs
-
-    def _finish_episode(self, score, length, episode_logs=None):
-        self.counters.episodes.assign_add(1)
-        self.scores.append(score)
-        self.logger.add({'score': score, 'length': length * self.config.env.action_repeat,
-                         'wall_minutes': self.wall_minutes(), **(episode_logs or {})}, prefix='episode')
+    def _log_episode(self, score, length, episode_logs):
+        self.logger.add({'score': score, 'length': length, 'wall_minutes': self.wall_minutes(),
+                         **episode_logs}, prefix='episode')
         self.logger.write(self.env_steps)
 
     # -- learning -----------------------------------------------------------------------------
 
     def updates_due(self):
-        """Updates owed by the train_ratio schedule: (policy steps after prefill) * ratio / (B*T).
-
-        With `run.train_every` = N > 0 (DreamerV1, V2) the updates come in bursts: at the start of
-        each period of N policy steps the whole period's N * ratio / (B*T) updates are owed at once
-        (V1: 100 updates every 500 policy steps, the first burst right after prefill).
-        `run.pretrain` updates are owed on top, from the end of prefill on.
-        """
-        cfg = self.config
-        prefill_policy = cfg.run.prefill // cfg.env.action_repeat
-        steps = max(0, int(self.counters.policy_steps.numpy()) - prefill_policy)
-        every = cfg.run.get('train_every', 0)
-        if every:
-            steps = (steps // every + 1) * every
-        owed = int(steps * cfg.run.train_ratio / (cfg.batch_size * cfg.batch_length))
-        owed += cfg.run.get('pretrain', 0)   # V2: extra updates on the prefill data before acting
-        return owed - int(self.counters.updates.numpy())
+        """Updates the train ratio owes, counting policy steps from the end of prefill."""
+        prefill = self.config.run.prefill // self.config.env.action_repeat
+        return self.ratio(self._count('policy_steps') - prefill, self._count('updates'))
 
     def sample_batch(self):
-        """A replayed batch plus one random key per sequence, from which the loss draws its noise."""
-        # Each worker samples its share of the global batch from its own replay.
-        size = self.config.batch_size // self.strategy.num_replicas_in_sync * \
-            local_replicas(self.strategy)
-        batch = replay_batch(self.replay, size, self.rng)
-        if is_distributed(self.strategy):
-            return distribute_batch(self.strategy, batch)
-        return batch
+        """This worker's share of the global batch, with one noise key per sequence."""
+        batch = replay_batch(self.replay, self.replicas.share(self.config.batch_size), self.rng)
+        return self.replicas.split(batch)
 
     def _train_due(self):
         if self.env_steps < self.config.run.prefill or not self.replay.can_sample():
@@ -426,11 +243,11 @@ class Trainer:
         for metrics in self.pending:
             self.logger.add({k: float(v) for k, v in metrics.items()}, prefix='train')
         self.pending = []
-        updates = int(self.counters.updates.numpy())
+        updates = self._count('updates')
         rate, update_rate = fps[0].update(self.env_steps), fps[1].update(updates)
-        recent = float(np.mean(self.scores[-10:])) if self.scores else None
-        self.logger.add({'updates': updates,
-                         'skipped_updates': int(self.counters.skipped_updates.numpy()),
+        scores = self.driver.scores
+        recent = float(np.mean(scores[-10:])) if scores else None
+        self.logger.add({'updates': updates, 'skipped_updates': self._count('skipped_updates'),
                          'replay_steps': len(self.replay), 'wall_minutes': self.wall_minutes()},
                         prefix='run')
         if rate is not None:
@@ -443,17 +260,8 @@ class Trainer:
 
     def evaluate(self, episodes):
         """Run `episodes` episodes with the actor's mode; log their mean as eval/score."""
-        scores = []
-        for _ in range(episodes):
-            obs, state, score = self.eval_env.reset(), self.agent.initial_state(1), 0.0
-            while True:
-                batch = policy_batch([obs], self.agent.obs_space)
-                action, state = self._policy(batch, state, 'eval')
-                obs = self.eval_env.step(action.numpy()[0])
-                score = 0.0 if obs['is_first'] else score + float(obs['reward'])  # restarted env
-                if obs['is_last']:
-                    break
-            scores.append(score)
+        scores = eval_scores(self.eval_env, self._policy, self.agent.initial_state, self.agent.obs_space,
+                             episodes)
         self.logger.add({'score': float(np.mean(scores)), 'episodes': len(scores)}, prefix='eval')
         self.logger.write(self.env_steps)
         return scores
@@ -461,9 +269,8 @@ class Trainer:
     def report_open_loop(self, sequences=4, context=5):
         """TensorBoard image `report/open_loop`: replayed frames, the model's open-loop prediction, |error|.
 
-        The world model observes the first `context` steps of each replayed sequence and imagines the
-        rest from the recorded actions alone (dreamer_tf.dream.open_loop). Image observations only. The
-        sequences come from an RNG of their own, so training batches do not depend on reporting.
+        Image observations only. The sequences come from an RNG of their own, so training batches do
+        not depend on reporting (dreamer_tf.dream.open_loop).
         """
         if 'image' not in self.agent.obs_space or not self.replay.can_sample():
             return None
@@ -482,16 +289,6 @@ def banner(config, strategy, agent, logdir):
     return (f'dreamer_tf {__version__} | {config.version} {benchmark} {config.env.task} | '
             f'{device_name(strategy)} | {config.precision} | XLA {"on" if config.jit else "off"} | '
             f'{params:,} parameters | {logdir}')
-
-
-def device_name(strategy):
-    """`CPU`, or the GPU model with a count when the strategy spans several, e.g. `2x NVIDIA H100`."""
-    gpus = tf.config.list_physical_devices('GPU')
-    if not gpus:
-        return 'CPU'
-    name = tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')
-    replicas = strategy.num_replicas_in_sync if strategy is not None else 1
-    return f'{replicas}x {name}' if replicas > 1 else name
 
 
 def seed_everything(seed, deterministic=False):

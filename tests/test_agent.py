@@ -7,7 +7,8 @@ import tensorflow as tf
 from gymnasium import spaces
 
 from dreamer_tf import config as configlib
-from dreamer_tf.agent import Agent
+from dreamer_tf import framework
+from dreamer_tf.agent import Agent, Unscaled
 from dreamer_tf.envs import ActionSpec
 from dreamer_tf.world_model import WorldModel
 
@@ -384,8 +385,8 @@ def float16_policy():
 def test_float16_update_scales_the_loss_and_skips_overflows(float16_policy):
     obs_space, act_space = SETUPS['vector-continuous']
     config = configlib.load('dreamerv3', ['debug'], ['precision=float16'])
-    agent = Agent(config, obs_space, act_space)
-    assert agent.loss_scale is not None and agent.opt.params[0].dtype == tf.float32
+    agent = framework.make_agent(config, obs_space, act_space)
+    assert isinstance(agent.loss_scale, framework.ScaledLoss) and agent.opt.params[0].dtype == tf.float32
     data = as_tensors(make_batch(obs_space, act_space))
     data['key'] = tf.constant([1, 2], tf.int64)
     # Loss scaling starts high (2^15) and halves on every overflow; overflowed updates change no
@@ -418,7 +419,14 @@ def test_float32_and_bfloat16_have_no_loss_scale():
     obs_space, act_space = SETUPS['vector-continuous']
     for precision in ('float32', 'bfloat16'):
         config = configlib.load('dreamerv3', ['debug'], [f'precision={precision}'])
-        assert Agent(config, obs_space, act_space).loss_scale is None
+        agent = framework.make_agent(config, obs_space, act_space)
+        assert isinstance(agent.loss_scale, Unscaled)
+        assert not [v for v in agent.variables if 'loss_scale' in v.name]
+    # The identity: loss and gradients pass unchanged, and every non-finite update is a skip.
+    loss, grads = tf.constant(3.5), [tf.constant([1.0, -2.0])]
+    assert Unscaled().scale_loss(loss) is loss and Unscaled().unscale(grads) is grads
+    skipped, metrics = Unscaled().skipped(tf.constant(False))
+    assert float(skipped) == 1.0 and metrics == {}
 
 
 # ---------------------------------------------------------------------------------------------

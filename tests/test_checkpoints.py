@@ -192,3 +192,27 @@ def test_efbig_is_what_the_limit_raises(tmp_path):
     with file_size_limit(1000), pytest.raises(OSError) as error:
         (tmp_path / 'big').write_bytes(b'x' * 5000)
     assert error.value.errno == errno.EFBIG
+
+
+# ---------------------------------------------------------------------------------------------
+# A save refuses non-finite variables
+# ---------------------------------------------------------------------------------------------
+
+def test_non_finite_lists_only_floating_variables_with_nan_or_inf():
+    variables = {'finite': tf.Variable([1.0, -2.0]), 'nan': tf.Variable([0.0, np.nan]),
+                 'inf': tf.Variable([[-np.inf]]), 'count': tf.Variable(3, dtype=tf.int64)}
+    assert checkpoints.non_finite(variables) == ['nan', 'inf']
+
+
+def test_save_refuses_non_finite_variables_and_keeps_the_last_good_checkpoint(tmp_path):
+    state = make_state(4)
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(state=state), str(tmp_path), max_to_keep=3)
+    named = {'weights': state.weights, 'moments/0': state.moments[0], 'step': state.step}
+    checkpoints.save_finite(manager, 4, named)
+    before = files(tmp_path)
+    state.moments[0].assign(tf.fill([SIZE], np.inf))
+    message = r'not saving a checkpoint at step 5: 1 variables hold NaN or inf \(first: moments/0\)'
+    with pytest.raises(checkpoints.NonFiniteError, match=message):
+        checkpoints.save_finite(manager, 5, named)
+    assert files(tmp_path) == before
+    assert restore(tmp_path) == (4, [])

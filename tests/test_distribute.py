@@ -27,7 +27,7 @@ MIRRORED_CHECK = textwrap.dedent('''
     from dreamer_tf import config as configlib
     from dreamer_tf.agent import Agent
     from dreamer_tf.envs import ActionSpec
-    from dreamer_tf.trainer import distribute_batch, make_strategy, make_train_step
+    from dreamer_tf.framework import make_agent, make_replicas, make_strategy, make_train_step
 
     jit = sys.argv[1] == 'true'
     sets = ['batch_size=4', 'batch_length=6', f'jit={str(jit).lower()}']
@@ -39,8 +39,7 @@ MIRRORED_CHECK = textwrap.dedent('''
     single = Agent(one, obs_space, act_space)
     strategy = make_strategy(two)
     assert strategy.num_replicas_in_sync == 2
-    with strategy.scope():
-        mirrored = Agent(two, obs_space, act_space)
+    mirrored = make_agent(two, obs_space, act_space, strategy)
     # Same starting point: copy every weight and optimiser/normaliser variable.
     for path, var in single.weights_by_path.items():
         mirrored.weights_by_path[path].assign(var)
@@ -67,7 +66,7 @@ MIRRORED_CHECK = textwrap.dedent('''
     for _ in range(3):
         data = batch()
         m1 = step_one({k: tf.constant(v) for k, v in data.items()})
-        m2 = step_two(distribute_batch(strategy, data))
+        m2 = step_two(make_replicas(strategy).split(data))
         out['metrics'].append({k: [float(m1[k]), float(m2[k])] for k in m1})
     diffs = {}
     for path, var in single.weights_by_path.items():
@@ -113,7 +112,7 @@ def test_mirrored_two_cpus_match_one_device():
 
 
 def test_batch_must_split_evenly_over_replicas():
-    from dreamer_tf.trainer import make_strategy
+    from dreamer_tf.framework import make_strategy
     config = configlib.load('dreamerv3', ['debug'], ['batch_size=3', 'distribute.strategy=none'])
     make_strategy(config)                                  # one replica: anything splits
     bad = configlib.load('dreamerv3', ['debug'], ['distribute.strategy=ring'])

@@ -28,7 +28,9 @@ from dreamer_tf.agent import Agent
 from dreamer_tf.envs import ActionSpec
 from dreamer_tf.logger import read_metrics
 from dreamer_tf.replay import Replay
-from dreamer_tf.trainer import NonFiniteError, Trainer, make_train_step
+from dreamer_tf.checkpoints import NonFiniteError
+from dreamer_tf.framework import make_train_step
+from dreamer_tf.trainer import Trainer
 from test_checkpoints import file_size_limit
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

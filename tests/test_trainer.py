@@ -5,6 +5,7 @@ import pytest
 import tensorflow as tf
 
 from dreamer_tf import config as configlib
+from dreamer_tf.driver import random_actions
 from dreamer_tf.trainer import Trainer
 
 
@@ -107,7 +108,7 @@ def test_policy_modes_and_random_actions(tmp_path):
             action, _ = trainer.agent.policy(batch, state, mode)
             assert action.shape == (1, 2)
             np.testing.assert_allclose(tf.reduce_sum(action, -1).numpy(), 1.0, atol=1e-6)
-        actions = trainer._random_actions(500)
+        actions = random_actions(trainer.act_space, trainer.rng, 500)
         assert set(actions.argmax(-1)) == {0, 1} and np.all(actions.sum(-1) == 1)
     finally:
         trainer.close()

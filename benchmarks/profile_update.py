@@ -85,8 +85,8 @@ def main(argv):
 
     from dreamer_tf import config as configlib
     from dreamer_tf import envs as envlib
-    from dreamer_tf.agent import Agent
-    from dreamer_tf.trainer import replay_batch, set_precision
+    from dreamer_tf.framework import make_agent, set_precision
+    from dreamer_tf.trainer import replay_batch
     benchmark, _, size = FLAGS.case.partition(':')
     overrides = [f'env.task={train_speed.TASKS[benchmark]}', f'precision={FLAGS.precision}']
     if FLAGS.jit in ('true', 'false'):
@@ -97,7 +97,7 @@ def main(argv):
     rng = np.random.default_rng(config.seed)
     replay = train_speed.fill_replay(config, env, 2000, rng)
     env.close()
-    agent = Agent(config, env.obs_space, env.act_space)
+    agent = make_agent(config, env.obs_space, env.act_space)   # float16: with its loss scaling
     calls = FLAGS.warmup + FLAGS.updates
     start = time.perf_counter()
     batches = [replay_batch(replay, config.batch_size, rng) for _ in range(calls)]

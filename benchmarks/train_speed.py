@@ -147,7 +147,7 @@ def matmul_peak(precision, size=2048, repeats=10):
 
 def fill_replay(config, env, steps, rng):
     from dreamer_tf.replay import Replay
-    from dreamer_tf.trainer import random_actions
+    from dreamer_tf.driver import random_actions
     replay = Replay(config.batch_length + config.replay_context, steps + 10)
     size = env.act_space.size
     replay.add({**env.reset(), 'action': np.zeros(size, np.float32)})
@@ -163,8 +163,8 @@ def fill_replay(config, env, steps, rng):
 def run_case(case):
     from dreamer_tf import config as configlib
     from dreamer_tf import envs as envlib
-    from dreamer_tf.agent import Agent
-    from dreamer_tf.trainer import make_train_step, replay_batch, set_precision
+    from dreamer_tf.framework import make_agent, make_train_step, set_precision
+    from dreamer_tf.trainer import replay_batch
     overrides = [f'env.task={TASKS[case["benchmark"]]}', f'precision={case["precision"]}']
     if case['jit'] is not None:
         overrides.append(f'jit={case["jit"]}')
@@ -175,7 +175,7 @@ def run_case(case):
     rng = np.random.default_rng(config.seed)
     replay = fill_replay(config, env, case['fill'], rng)
     env.close()
-    agent = Agent(config, env.obs_space, env.act_space)
+    agent = make_agent(config, env.obs_space, env.act_space)   # float16: with its loss scaling
     train_step = make_train_step(agent, config)
     start = time.perf_counter()
     train_step(replay_batch(replay, config.batch_size, rng))['loss/total'].numpy()

@@ -1,16 +1,18 @@
 """World model of every version: encoder + RSSM + decoder, reward and continue heads, and its loss.
 
 Version differences are config values: `encoder.style` / `decoder.style` (v3: the Nature conv stack;
-strided: the V1/V2 stride-2 convs), `reward_head.dist`, the `loss.kl_form` of rssm.kl_loss, and
-whether a `cont_head` section exists (DreamerV1 has no continue head: its imagination discounts
-by the constant gamma).
+strided / transposed: the V1/V2 stride-2 convs), `reward_head.dist`, `loss.kl_form` (rssm.KL_FORMS)
+and `behavior.pred_discount` (without a continue head imagination discounts by the constant gamma).
 """
+
+import inspect
 
 import keras
 import tensorflow as tf
 
 from dreamer_tf import nets
-from dreamer_tf.rssm import RSSM
+from dreamer_tf.layers import choose
+from dreamer_tf.rssm import RSSM, assert_lead
 
 
 class WorldModel(keras.layers.Layer):
@@ -19,27 +21,21 @@ class WorldModel(keras.layers.Layer):
         super().__init__(**kw)
         self.config = config
         self.obs_keys = [k for k in ('vector', 'image') if k in obs_space]
-        encoder, decoder = dict(config.encoder), dict(config.decoder)
-        self.encoder = _pick(ENCODERS, 'encoder', encoder)(obs_space, **encoder, name='encoder')
+        self.encoder = build(ENCODERS, 'encoder', config.encoder, obs_space)
         self.rssm = RSSM(act_dim, self.encoder.out_dim, **config.rssm, name='rssm')
         feat = self.rssm.feat_dim
-        if decoder.get('bspace'):
-            decoder['deter'] = self.rssm.deter      # the block projection splits feat into deter | stoch
-        self.decoder = _pick(DECODERS, 'decoder', decoder)(obs_space, feat, **decoder, name='decoder')
+        # The block projection (decoder.bspace) splits feat into deter | stoch.
+        self.decoder = build(DECODERS, 'decoder', config.decoder, obs_space, feat, deter=self.rssm.deter)
         reward = dict(config.reward_head)
-        self.reward = nets.Head(reward.pop('dist', 'twohot'), feat, **reward, name='reward')
-        # Without a continue head (V1; V2 on DMC: `pred_discount: false`) imagination discounts by
-        # the constant gamma and never terminates.
-        predict = 'cont_head' in config and config.behavior.get('pred_discount', True)
-        self.cont = nets.Head('binary', feat, **config.cont_head, name='cont') if predict else None
-        self.discount = discount_factor(config.behavior)
-        # V3 folds gamma into the continue target, (1 - terminal) * gamma, so that the head predicts
-        # the discount itself; V2 predicts 1 - terminal and imagination multiplies by gamma.
-        self.fold_discount = config.behavior.get('fold_discount', True)
-        self.reward_transform = config.loss.get('reward_transform', 'none')
-        if self.reward_transform not in ('none', 'tanh'):
-            raise ValueError(f"loss.reward_transform '{self.reward_transform}' is not one of "
-                             "['none', 'tanh']")
+        self.reward = nets.Head(reward.pop('dist'), feat, **reward, name='reward')
+        b = config.behavior
+        self.cont = nets.Head('binary', feat, **config.cont_head, name='cont') if b.pred_discount else None
+        self.discount = discount_factor(b)
+        # V3 folds gamma into the continue target, so the head predicts the discount itself; V2 predicts
+        # 1 - terminal and imagination multiplies by gamma.
+        self.fold_discount = b.fold_discount
+        transform = config.loss.reward_transform
+        self.reward_transform = choose(REWARD_TRANSFORMS, transform, 'loss.reward_transform')
 
     def loss(self, data, state=None, key=None):
         """World-model losses for a replayed batch.
@@ -48,39 +44,31 @@ class WorldModel(keras.layers.Layer):
         the RSSM carry and receive no loss; key: [B] int64 keys of the latent samples, or None.
         Returns (losses dict of [B, T] tensors, post states [B, T, ...], metrics dict).
         """
-        ctx = self.config.replay_context
-        embed = self.encoder(data)
-        # A window mostly starts mid-episode: without context steps the carry starts at zero, but the
-        # real previous action a_{-1} is kept. The V2 release flags every window start is_first, which
-        # zeroes it; keeping it is right because it is true data about the step into x_0 (the V1
-        # release keeps it too) and a window start is not an episode start (V3 carries the state).
-        post, prior = self.rssm.observe(embed, data['action'], data['is_first'], state, key)
-        post = {k: v[:, ctx:] for k, v in post.items()}
-        prior = {k: v[:, ctx:] for k, v in prior.items()}
-        data = {k: v[:, ctx:] for k, v in data.items()}
+        # A window mostly starts mid-episode: the carry starts at zero but the real previous action
+        # a_{-1} stays (true data about the step into x_0; only is_first zeroes it).
+        post, prior = self.rssm.observe(self.encoder(data), data['action'], data['is_first'], state, key)
+        # steps:  [c_0 ... c_{C-1}]  x_0 ... x_{T-1}     the context steps get no loss
+        post, prior, data = (drop_context(x, self.config.replay_context) for x in (post, prior, data))
         losses = self.rssm.kl_loss(post, prior, self.config.loss)
         feat = self.rssm.get_feat(post)
-        for key, dist in self.decoder(feat).items():
-            target = tf.cast(data[key], tf.float32)
-            if key == 'image':
-                target = target / 255.0
-            losses[key] = -dist.log_prob(target)                      # [B, T]
+        for name, dist in self.decoder(feat).items():
+            losses[name] = -dist.log_prob(observation_target(name, data[name]))      # [B, T]
         losses['rew'] = -self.reward(feat).log_prob(self.transform_reward(data['reward']))  # [B, T]
         if self.cont is not None:
             con = 1.0 - tf.cast(data['is_terminal'], tf.float32)
             con = con * self.discount if self.fold_discount else con
             losses['con'] = -self.cont(feat).log_prob(con)            # [B, T]
-        metrics = self._latent_metrics(post, prior)
-        return losses, post, metrics
+        per_step = {k: v for k, v in losses.items() if v.shape.rank}          # V1's KL is one scalar
+        assert_lead(data['reward'].shape, 'WorldModel.loss', **per_step)
+        return losses, post, self._latent_metrics(post, prior)
 
     def transform_reward(self, reward):
         """The reward the model learns and imagination maximises: tanh(r) for DreamerV2 on Atari."""
-        reward = tf.cast(reward, tf.float32)
-        return tf.tanh(reward) if self.reward_transform == 'tanh' else reward
+        return self.reward_transform(tf.cast(reward, tf.float32))
 
     def imagined_discount(self, feat):
-        """gamma * P(continue) of imagined states [N, H+1]: the predicted continue (V3 has gamma
-        inside it already), or the constant gamma without a continue head (V1)."""
+        """gamma * P(continue) of imagined states [N, H+1]: the continue head's (gamma inside it
+        when folded), or the constant gamma without a continue head (V1)."""
         if self.cont is None:
             return tf.fill(tf.shape(feat)[:-1], self.discount)
         con = self.cont(feat).mean()
@@ -93,7 +81,7 @@ class WorldModel(keras.layers.Layer):
     def _latent_metrics(self, post, prior):
         metrics = {'post_ent': tf.reduce_mean(self.rssm.get_dist(post).entropy()),
                    'prior_ent': tf.reduce_mean(self.rssm.get_dist(prior).entropy())}
-        if self.config.loss.get('kl_form', 'dyn_rep') != 'dyn_rep':
+        if self.config.loss.kl_form != 'dyn_rep':
             # V1/V2 log max(mean KL, free nats), which hides whether the clip holds (and the prior
             # gets no gradient); the raw mean KL(post || prior) shows it.
             metrics['kl_raw'] = tf.reduce_mean(self.rssm.kl(post, prior))
@@ -102,16 +90,29 @@ class WorldModel(keras.layers.Layer):
 
 ENCODERS = {'v3': nets.Encoder, 'strided': nets.StridedEncoder}
 DECODERS = {'v3': nets.Decoder, 'transposed': nets.TransposedDecoder}
+REWARD_TRANSFORMS = {'none': tf.identity, 'tanh': tf.tanh}
 
 
-def _pick(table, section, values):
-    """The class that `<section>.style` names (popped from `values`); v3 when the key is absent."""
-    style = values.pop('style', 'v3')
-    if style not in table:
-        raise ValueError(f"{section}.style '{style}' is not one of {sorted(table)}")
-    return table[style]
+def build(table, what, section, *args, **extra):
+    """The class `<what>.style` names, given the keys of `section` and `extra` that it takes."""
+    cls = choose(table, section.style, f'{what}.style')
+    takes = inspect.signature(cls).parameters
+    return cls(*args, **{k: v for k, v in {**section, **extra}.items() if k in takes}, name=what)
+
+
+def drop_context(tensors, context):
+    """The steps after the first `context` of every [B, C + T, ...] tensor in a dict."""
+    return {k: v[:, context:] for k, v in tensors.items()}
+
+
+def observation_target(name, value):
+    """What the decoder predicts of an observation: images in [0, 1], vectors as float32."""
+    value = tf.cast(value, tf.float32)
+    return value / 255.0 if name == 'image' else value
 
 
 def discount_factor(behavior):
     """gamma: `behavior.discount` (V1, V2) or 1 - 1/horizon (V3)."""
-    return behavior.discount if 'discount' in behavior else 1.0 - 1.0 / behavior.horizon
+    if behavior.gamma_from == 'discount':
+        return behavior.discount
+    return 1.0 - 1.0 / behavior.horizon

@@ -1,14 +1,15 @@
 """World-model KL terms and actor-critic losses against hand arithmetic and naive loops (SPEC.md)."""
 
-import functools
 import math
 import types
 
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from dreamer_tf import behavior, latents, ops, rssm
-from dreamer_tf.config import Config
+from dreamer_tf import behavior, latents, rssm
+from dreamer_tf import config as configlib
+from dreamer_tf.envs import ActionSpec
 from helpers import f32, naive_lambda_return, np_log_softmax
 
 
@@ -255,28 +256,22 @@ class FakeActorDist:
         return self.feat[..., 5]
 
 
-def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
-    """An object with the attributes ActorCritic.loss / replay_loss read, networks replaced by columns.
+def column_actor_critic(config, imag_feat, imag_act, rho=None):
+    """A real ActorCritic whose networks read columns of feat, and a world model imagining `imag_feat`.
 
-    feat columns: 0 reward, 1 continue, 2 critic mean, 3 slow critic mean, 4 logpi factor,
-    5 entropy.
+    feat columns: 0 reward, 1 continue (gamma inside), 2 critic mean, 3 slow critic mean,
+    4 logpi factor, 5 entropy. rho: the actor gradient's mix, when not the config's.
     """
-    fake = types.SimpleNamespace()
-    fake.critic = lambda feat: SquareDist(feat[..., 2])
-    fake.slow_critic = lambda feat: SquareDist(feat[..., 3])
-    fake.actor = FakeActorDist
-    fake.policy_sample = lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1])
-    fake.retnorm = ops.ReturnNormalizer(rate=0.01, limit=1.0)
-    fake.horizon, fake.lam, fake.imag_length = horizon, lam, imag_feat.shape[1] - 1
-    fake.discount = 1.0 - 1.0 / horizon
-    fake.config = Config({'behavior': {'actent': 3e-4, 'slowreg': 1.0}})
-    fake.rho, fake.return_critic, fake.weight_form, fake.replay_scale = 1.0, 'online', 'inclusive', 0.3
-    fake.return_form, fake.first_discount, fake.critic_start = 'next', 'model', True
-    fake.replay_loss = functools.partial(behavior.ActorCritic.replay_loss, fake)
-    fake.imag_losses = functools.partial(behavior.ActorCritic.imag_losses, fake)
+    ac = behavior.ActorCritic(config, 6, ActionSpec(discrete=False, size=1))
+    ac.critic = lambda feat: SquareDist(feat[..., 2])
+    ac.slow_critic = lambda feat: SquareDist(feat[..., 3])
+    ac.actor = FakeActorDist
+    ac.policy_sample = lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1])
+    ac.imag_length = imag_feat.shape[1] - 1
+    ac.rho = ac.rho if rho is None else rho
 
     def imagine(policy, start, length, key=None):
-        assert length == fake.imag_length and key is None
+        assert length == ac.imag_length and key is None
         policy(start)
         return {'f': imag_feat}, imag_act
 
@@ -284,7 +279,10 @@ def make_fake_actor_critic(imag_feat, imag_act, lam=0.95, horizon=333):
         rssm=types.SimpleNamespace(imagine=imagine, get_feat=lambda state: state['f']),
         reward=lambda feat: SquareDist(feat[..., 0]),
         imagined_discount=lambda feat: feat[..., 1])
-    return fake, wm
+    return ac, wm
+
+
+V3 = configlib.load('dreamerv3', ['debug'])     # lam 0.95, horizon 333, actent 3e-4, slowreg 1, replay 0.3
 
 
 def test_replay_loss_by_hand():
@@ -293,8 +291,8 @@ def test_replay_loss_by_hand():
     data = {'reward': f32([[0.0, 1.0, 2.0, 3.0]]), 'is_last': f32([[0, 0, 1, 0]]),
             'is_terminal': f32([[0, 0, 0, 0]])}
     boot = f32([[10.0, 20.0, 30.0, 40.0]])
-    fake, _ = make_fake_actor_critic(np.zeros((1, 2, 6), np.float32), np.zeros((1, 2, 1)))
-    loss, ret = behavior.ActorCritic.replay_loss(fake, f32(feat), data, boot)
+    ac, _ = column_actor_critic(V3, f32(np.zeros((1, 2, 6))), f32(np.zeros((1, 2, 1))))
+    loss, ret = ac.replay_loss(f32(feat), data, boot)
     d, lam = 1.0 - 1.0 / 333.0, 0.95
     # R2 = r3 + d * ((1 - lam) * 40 + lam * 40) = 3 + 40 d
     r2 = 3.0 + d * 40.0
@@ -322,11 +320,11 @@ def test_actor_critic_loss_wiring_matches_naive():
     act = rng.normal(size=(n, h + 1, 1)).astype(np.float32)
     data = {'reward': f32(rng.normal(size=(b, t))),
             'is_last': f32([[0, 1, 0], [0, 0, 1]]), 'is_terminal': f32([[0, 1, 0], [0, 0, 0]])}
-    fake, wm = make_fake_actor_critic(f32(imag), f32(act))
-    fake.retnorm.lo.assign(-100.0)
-    fake.retnorm.hi.assign(400.0)
+    ac, wm = column_actor_critic(V3, f32(imag), f32(act))
+    ac.retnorm.lo.assign(-100.0)
+    ac.retnorm.hi.assign(400.0)
     post = {'f': f32(post_feat)}
-    losses, metrics = behavior.ActorCritic.loss(fake, wm, post, data)
+    losses, metrics = ac.loss(wm, post, data)
 
     im = imag.astype(np.float64)
     rew, con, val, slow, ent = im[..., 0], im[..., 1], im[..., 2], im[..., 3], im[..., 5]
@@ -357,3 +355,111 @@ def test_actor_critic_loss_wiring_matches_naive():
                                naive_critic_loss(rcrit, rslow, 1.0 - last, 1.0),
                                rtol=1e-4, atol=1e-3)
     np.testing.assert_allclose(metrics['replay_ret'].numpy(), rret.mean(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------
+# imag_loss / repl_loss / next_returns as pure functions, against loops over single entries
+# ---------------------------------------------------------------------------------------------
+
+def naive_next_returns(rew, con, val, lam):
+    """R_t = r_{t+1} + con_{t+1} ((1 - lam) v_{t+1} + lam R_{t+1}), R_H = v_H, one row at a time."""
+    n, h1 = np.shape(rew)
+    out = np.zeros((n, h1 - 1))
+    for i in range(n):
+        nxt = val[i][h1 - 1]
+        for t in range(h1 - 2, -1, -1):
+            nxt = rew[i][t + 1] + con[i][t + 1] * ((1.0 - lam) * val[i][t + 1] + lam * nxt)
+            out[i, t] = nxt
+    return out
+
+
+def test_next_returns_match_naive_loop():
+    rng = np.random.default_rng(8)
+    rew, val = rng.normal(size=(2, 4, 7))
+    con = rng.uniform(0.0, 1.0, size=(4, 7))
+    out = behavior.next_returns(f32(rew), f32(con), f32(val), 0.9).numpy()
+    np.testing.assert_allclose(out, naive_next_returns(rew, con, val, 0.9), rtol=1e-5, atol=1e-5)
+
+
+def naive_imag_loss(mean, slow, logpi, ent, ret, base, con, scale, rho, actent, slowreg, form):
+    """Per entry: the weight of state t is the product of con over [first, t] (exclusive: [first, t)).
+    'current' scores the action in s_t by t_{t+1}; the critic trains on states first .. H-1."""
+    return_form, exclusive, critic_start = form
+    n, h1 = con.shape
+    shift, first = int(return_form == 'current'), int(not critic_start)
+
+    def weight(i, t, start):
+        return np.prod(con[i, start:t if exclusive else t + 1])
+
+    actor, adv = np.zeros((n, h1 - 1 - shift)), np.zeros((n, h1 - 1 - shift))
+    critic = np.zeros((n, h1 - 1 - first))
+    for i in range(n):
+        for t in range(h1 - 1 - shift):
+            target = ret[i, t + shift]
+            adv[i, t] = target - base[i, t]
+            objective = rho * logpi[i, t] * adv[i, t] / scale + (1.0 - rho) * target / scale
+            actor[i, t] = -weight(i, t, 0) * (objective + actent * ent[i, t])
+        for t in range(first, h1 - 1):
+            logp = -(ret[i, t] - mean[i, t]) ** 2 + slowreg * -(slow[i, t] - mean[i, t]) ** 2
+            critic[i, t - first] = -weight(i, t, first) * logp
+    return actor, critic, adv
+
+
+FORMS = [('next', False, True), ('current', True, True), ('current', True, False), ('next', True, False)]
+
+
+@pytest.mark.parametrize('form', FORMS)
+@pytest.mark.parametrize('rho', [1.0, 0.0, 0.3])
+def test_imag_loss_matches_naive_loops(form, rho):
+    rng = np.random.default_rng(9)
+    n, h = 3, 5
+    mean, slow, logpi, base = rng.normal(size=(4, n, h + 1))
+    ent, con = rng.uniform(0.0, 2.0, size=(n, h + 1)), rng.uniform(0.5, 1.0, size=(n, h + 1))
+    ret = rng.normal(size=(n, h))
+    losses, adv = behavior.imag_loss(
+        SquareDist(f32(mean)), f32(slow), f32(logpi), f32(ent), f32(ret), f32(base), f32(con), 2.5,
+        rho=rho, actent=0.1, slowreg=0.7, return_form=form[0], exclusive=form[1], critic_start=form[2])
+    naive = naive_imag_loss(mean, slow, logpi, ent, ret, base, con, 2.5, rho, 0.1, 0.7, form)
+    actor, critic, naive_adv = naive
+    np.testing.assert_allclose(losses['actor'].numpy(), actor, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(losses['critic'].numpy(), critic, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(adv.numpy(), naive_adv, rtol=1e-5, atol=1e-6)
+
+
+def test_imag_loss_rejects_returns_of_the_wrong_length():
+    ones = tf.ones([3, 6])
+    with pytest.raises(ValueError, match=r'imag_loss.*ret \(3, 6\)'):
+        behavior.imag_loss(SquareDist(ones), ones, ones, ones, ones, ones, ones, 1.0, rho=1.0, actent=0.0,
+                           slowreg=0.0)
+
+
+def test_repl_loss_matches_naive_loops():
+    rng = np.random.default_rng(10)
+    b, t = 3, 6
+    mean, slow, rew, boot = rng.normal(size=(4, b, t))
+    last = (rng.uniform(size=(b, t)) < 0.2).astype(np.float64)
+    term = last * (rng.uniform(size=(b, t)) < 0.5)
+    loss, ret = behavior.repl_loss(SquareDist(f32(mean)), f32(slow), f32(last), f32(term), f32(rew),
+                                   f32(boot), 0.97, 0.9, 0.5)
+    naive_ret = naive_lambda_return(last, term, rew, boot, 0.97, 0.9)
+    naive = np.zeros((b, t - 1))
+    for i in range(b):
+        for k in range(t - 1):
+            logp = -(naive_ret[i, k] - mean[i, k]) ** 2 + 0.5 * -(slow[i, k] - mean[i, k]) ** 2
+            naive[i, k] = -(1.0 - last[i, k]) * logp
+    np.testing.assert_allclose(ret.numpy(), naive_ret, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(loss.numpy(), naive, rtol=1e-5, atol=1e-4)
+
+
+def test_first_discounts_and_gate():
+    con = f32([[0.8, 0.7], [0.6, 0.5]])
+    term = tf.constant([[True, False]])                             # B=1, T=2 -> 2 starts
+    model = behavior.FIRST_DISCOUNTS['model'](con, term, 0.9)
+    np.testing.assert_array_equal(model.numpy(), con.numpy())
+    replay = behavior.FIRST_DISCOUNTS['replay'](con, term, 0.9)
+    np.testing.assert_allclose(replay.numpy(), [[0.0, 0.7], [0.9, 0.5]], rtol=1e-7)
+    x = tf.constant(2.0)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        flows, stops = behavior.gate(x * x, True), behavior.gate(x * x, False)
+    assert tape.gradient(flows, x).numpy() == 4.0 and tape.gradient(stops, x) is None

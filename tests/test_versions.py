@@ -5,9 +5,7 @@ tanh-Normal (V1) and truncated-Normal (V2) actors, the V2 slow critic, the per-m
 version configs of SPEC.md.
 """
 
-import functools
 import math
-import types
 
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from dreamer_tf.agent import Agent
 from dreamer_tf.config import Config
 from dreamer_tf.envs import ActionSpec
 from dreamer_tf.rssm import RSSM
-from test_losses import FakeActorDist, SquareDist
+from test_losses import column_actor_critic
 from helpers import f32, np_log_softmax
 
 VECTOR = 5
@@ -751,25 +749,7 @@ def test_current_returns_by_hand_and_naive():
 def release_fake(version, imag, act, rho):
     """ActorCritic with the version's settings and its networks replaced by feat columns:
     0 reward, 1 discount (gamma inside), 2 critic, 3 slow critic, 4 logpi factor, 5 entropy."""
-    config = configlib.load(version, ['dmc_proprio', 'debug'])
-    b = config.behavior
-    ac = types.SimpleNamespace(
-        config=config, rho=rho, lam=b.return_lambda, imag_length=imag.shape[1] - 1, discount=b.discount,
-        retnorm=None, replay_scale=0.0, return_critic=b.return_critic, weight_form=b.weight,
-        return_form=b.get('return_form', 'next'), first_discount=b.get('first_discount', 'model'),
-        critic_start=b.get('critic_start', True),
-        critic=lambda feat: SquareDist(feat[..., 2]), slow_critic=lambda feat: SquareDist(feat[..., 3]),
-        actor=FakeActorDist, policy_sample=lambda feat, key=None: tf.zeros(feat.shape[:-1] + [1]))
-    ac.imag_losses = functools.partial(behavior.ActorCritic.imag_losses, ac)
-
-    def imagine(policy, start, length, key=None):
-        policy(start)
-        return {'f': f32(imag)}, f32(act)
-
-    wm = types.SimpleNamespace(
-        rssm=types.SimpleNamespace(imagine=imagine, get_feat=lambda state: state['f']),
-        reward=lambda feat: SquareDist(feat[..., 0]), imagined_discount=lambda feat: feat[..., 1])
-    return ac, wm
+    return column_actor_critic(configlib.load(version, ['dmc_proprio', 'debug']), f32(imag), f32(act), rho)
 
 
 def fake_imagination(b, t, h, seed):
@@ -794,7 +774,7 @@ def check_v2_release_indexing():
     term = tf.constant([[False, True], [False, False]])
     data = {'is_terminal': term, 'reward': tf.zeros([b, t])}
     ac, wm = release_fake('dreamerv2', imag, act, rho=1.0)
-    losses, metrics = behavior.ActorCritic.loss(ac, wm, post, data)
+    losses, metrics = ac.loss(wm, post, data)
     gamma, lam, eta = 0.99, 0.95, ac.config.behavior.actent
     rew, con, crit, slow = imag[..., 0], imag[..., 1].copy(), imag[..., 2], imag[..., 3]
     if ac.first_discount == 'replay':
@@ -871,7 +851,7 @@ def test_v1_actor_and_critic_losses_follow_the_release_indexing():
     imag[..., 1] = gamma
     data = {'is_terminal': tf.zeros([b, t], tf.bool), 'reward': tf.zeros([b, t])}
     ac, wm = release_fake('dreamerv1', imag, act, rho=0.0)
-    losses, _ = behavior.ActorCritic.loss(ac, wm, post, data)
+    losses, _ = ac.loss(wm, post, data)
     rew, crit = imag[..., 0], imag[..., 2]
     n = b * t
     actor, critic = np.zeros((n, h - 1)), np.zeros((n, h - 1))

@@ -1,5 +1,9 @@
-"""Config resolution: defaults -> overlays -> --set, regex keys, type rules, errors and round trips."""
+"""Config resolution: base -> defaults -> overlays -> --set, regex keys, type rules, ranges and choices,
+errors, round trips, and the one schema every version shares."""
 
+import json
+import os
+import pathlib
 import pickle
 import re
 import textwrap
@@ -279,3 +283,119 @@ def test_values_on_either_side_of_a_range_boundary(key, bad, good):
     configlib.load(version, ['gym'], {key: good})
     with pytest.raises(configlib.ConfigError, match=f"Config key '{re.escape(key)}': got {bad!r}, allowed: "):
         configlib.load(version, ['gym'], {key: bad})
+
+
+@pytest.mark.parametrize('key, bad', [
+    ('behavior.return_critic', 'slo'), ('rssm.latent', 'gauss'), ('.*\\.norm', 'batch'),
+    ('precision', 'float64'),
+])
+def test_a_choice_outside_its_allowed_values_is_refused(key, bad):
+    with pytest.raises(ConfigError) as info:
+        configlib.load('dreamerv3', ['gym'], {key: bad})
+    message = str(info.value)
+    assert re.fullmatch(r"Config key '[\w.]+': got '\w+', allowed: one of [\w, ]+", message), message
+    assert f"got '{bad}'" in message
+
+
+def test_every_string_key_but_the_task_has_declared_choices():
+    for version in configlib.available_versions():
+        for overlay in [None, *configlib.available_overlays(version)]:
+            flat = configlib.load(version, [overlay] if overlay else []).flat()
+            loose = [k for k, v in flat.items() if isinstance(v, str) and not configlib.value_choices(k)]
+            assert loose == ['env.task'], (version, overlay, loose)
+
+
+def test_choices_match_the_library_tables():
+    from dreamer_tf import layers, rssm
+    tables = {'rssm.core': rssm.CORES, 'loss.kl_form': rssm.KL_FORMS, 'actor.act': layers.ACTIVATIONS,
+              'actor.norm': layers.NORMS}
+    for key, table in tables.items():
+        assert set(configlib.value_choices(key)) == set(table), key
+
+
+# One schema ---------------------------------------------------------------------------------------------
+
+BEFORE = pathlib.Path(__file__).parent / 'fixtures' / 'configs_7b7f08e.json'
+
+
+def test_every_version_and_overlay_has_every_key_of_the_base():
+    schema = set(configlib.load().flat())
+    for version in configlib.available_versions():
+        for overlay in [None, *configlib.available_overlays(version)]:
+            keys = set(configlib.load(version, [overlay] if overlay else []).flat())
+            assert keys == schema, (version, overlay, sorted(keys ^ schema))
+
+
+def test_configs_keep_every_value_they_had_before_the_one_schema():
+    """Resolved configs of commit 7b7f08e (each version's defaults, and what each overlay or pair of
+    overlays changes in them): every key they had keeps its value and type; the schema only adds keys."""
+    for version, combos in json.loads(BEFORE.read_text()).items():
+        defaults = combos['defaults']
+        for names, changed in combos.items():
+            overlays = [] if names == 'defaults' else names.split(',')
+            flat = configlib.load(version, overlays).to_dict()
+            now = configlib._flatten(flat)
+            for key, value in {**defaults, **changed}.items():
+                assert (now[key], type(now[key])) == (value, type(value)), (version, names, key)
+
+
+def test_version_defaults_list_only_what_differs():
+    """Every key a version file's `defaults` sets changes what its base (and parent) gave."""
+    for version in configlib.available_versions():
+        defaults, _ = configlib._layers(version, None)
+        schema = configlib._Schema(defaults[0])
+        for mapping in defaults[1:]:
+            for key, value in configlib._updates(mapping):
+                old = dict(schema.flat)
+                schema.apply({key: value}, version)
+                assert schema.flat != old, (version, key, value)
+
+
+def test_the_2023_preset_inherits_the_v3_overlays_and_lists_its_own_changes():
+    assert configlib._read_file('dreamerv3_2023', None)['inherit']['version'] == 'dreamerv3'
+    config = configlib.load('dreamerv3_2023', ['atari100k'])
+    assert config.env.atari.noops == 30 and config.run.train_ratio == 1024.0   # protocol of V3, 2023 ratio
+    assert config.rssm.core == 'norm_gru' and config.rssm.classes == 32
+    assert configlib.load('dreamerv3_2023', ['small']).batch_size == 16         # its own size preset
+    assert 'size1m' not in configlib.available_overlays('dreamerv3_2023')
+
+
+def test_a_setting_of_another_version_is_reachable_from_v3():
+    import dreamer_tf
+    config = dreamer_tf.make_config('dreamerv3', **{'behavior.return_critic': 'slow'})
+    assert config.behavior.return_critic == 'slow'
+    config = configlib.load('dreamerv3', overrides={'rssm.latent': 'gaussian', 'opt.per_module': True})
+    assert (config.rssm.latent, config.opt.per_module) == ('gaussian', True)
+
+
+def test_inherit_and_base_in_a_configs_dir(tmp_path):
+    (tmp_path / 'base.yaml').write_text('defaults: {a: 1, b: {c: 2, d: 3}}\n')
+    (tmp_path / 'one.yaml').write_text('defaults: {a: 5}\nbench: {b: {c: 7}}\nsize: {b: {d: 9}}\n')
+    (tmp_path / 'two.yaml').write_text(
+        'inherit: {version: one, overlays: [bench]}\ndefaults: {b: {d: 4}}\nbench: {a: 6}\n')
+    assert configlib.available_versions(tmp_path) == ['one', 'two']
+    assert configlib.available_overlays('two', tmp_path) == ['bench']
+    assert configlib.load('two', configs_dir=tmp_path).to_dict() == {'a': 5, 'b': {'c': 2, 'd': 4}}
+    assert configlib.load('two', ['bench'], configs_dir=tmp_path).to_dict() == {'a': 6, 'b': {'c': 7, 'd': 4}}
+    (tmp_path / 'three.yaml').write_text('inherit: {version: one, overlays: [nope]}\n')
+    with pytest.raises(ConfigError, match="three inherits overlay 'nope', which one lacks"):
+        configlib.load('three', configs_dir=tmp_path)
+
+
+def test_a_saved_config_gets_the_keys_it_lacks_from_its_version(tmp_path):
+    config = configlib.load('dreamerv2', ['dmc_proprio', 'debug'], {'seed': 3})
+    config.save(tmp_path / 'config.yaml')
+    doc = configlib._parse_yaml((tmp_path / 'config.yaml').read_text())
+    del doc['config']['behavior']['return_norm'], doc['config']['retnorm']
+    (tmp_path / 'config.yaml').write_text(configlib.yaml.safe_dump(doc))
+    restored = Config.from_file(tmp_path / 'config.yaml')
+    assert restored == config and restored.seed == 3 and restored.behavior.return_norm == 'none'
+
+
+def test_the_paper_runs_config_loads_with_every_key():
+    path = pathlib.Path(os.path.expanduser('~/dreamer_runs/paper/cartpole_balance/config.yaml'))
+    if not path.exists():
+        pytest.skip('no paper run on this machine')
+    config = Config.from_file(path)
+    assert set(config.flat()) >= set(configlib.load().flat())
+    assert config.overlays == ('dmc_proprio', 'size1m') and config.rssm.deter == 512

@@ -10,7 +10,7 @@ import tensorflow as tf
 from dreamer_tf import nets, ops
 from dreamer_tf.behavior import ActorCritic
 from dreamer_tf.optim import Adam, LaProp, ModuleOptimizers
-from dreamer_tf.world_model import WorldModel
+from dreamer_tf.world_model import WorldModel, drop_context
 
 sg = tf.stop_gradient
 # Which module's optimiser trains on each behaviour loss (world-model losses all go to 'model').
@@ -47,15 +47,8 @@ class Agent(tf.Module):
                            'actor': self.ac.actor.trainable_variables,
                            'critic': self.ac.critic.trainable_variables}
         self.train_vars = [v for group in self.var_groups.values() for v in group]
-        self.per_module = 'model' in config.opt
-        if self.per_module:
-            self.opt = ModuleOptimizers({name: (variables, Adam(variables, **config.opt[name], name=name))
-                                         for name, variables in self.var_groups.items()})
-        else:
-            if self.ac.rho < 1.0:
-                raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
-                                 'per-module optimisers (opt.model / opt.actor / opt.critic)')
-            self.opt = LaProp(self.train_vars, **config.opt)
+        self.per_module = config.opt.per_module
+        self.opt = self._optimizer(config.opt)
         self.loss_scale = Unscaled() if loss_scale is None else loss_scale
         # Keras 3 layers in Python lists are invisible to tf.train.Checkpoint: track each weight here.
         layers = {'wm': self.wm, 'actor': self.ac.actor, 'critic': self.ac.critic,
@@ -67,6 +60,16 @@ class Agent(tf.Module):
                 raise ValueError(f'{name}: {len(layer.weights)} weights but {len(named)} named')
             self.weights_by_path.update(named)
 
+    def _optimizer(self, opt):
+        """One Adam per module, or one LaProp over every variable."""
+        if opt.per_module:
+            return ModuleOptimizers({name: (variables, Adam(variables, **opt[name], name=name))
+                                     for name, variables in self.var_groups.items()})
+        if self.ac.rho < 1.0:
+            raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
+                             'per-module optimisers (opt.per_module: true)')
+        return LaProp(self.train_vars, opt.lr, opt.agc, opt.pmin, opt.beta1, opt.beta2, opt.eps, opt.warmup)
+
     # -- acting -------------------------------------------------------------------------------
 
     def initial_state(self, batch_size):
@@ -75,11 +78,9 @@ class Agent(tf.Module):
                     action=tf.zeros([batch_size, self.act_space.size]))
 
     def policy(self, obs, state, mode='explore'):
-        """One acting step for a batch of environments.
+        """One acting step of N envs: obs [N, ...] with `is_first` [N] -> (action [N, A], state).
 
-        obs: dict of [N, ...] observations with `is_first` [N]; mode 'explore' (alias 'train')
-        samples the actor, 'eval' takes its mode. Returns (action [N, A], state). (Prefill's
-        uniform random actions come from the trainer, which does not run the model for them.)
+        'explore' (alias 'train') samples the actor, 'eval' takes its mode.
         """
         if mode not in POLICY_MODES:
             raise ValueError(f"policy mode '{mode}' is not one of {list(POLICY_MODES)}")
@@ -97,7 +98,7 @@ class Agent(tf.Module):
     def _explore(self, action):
         """DreamerV1's exploration: Gaussian noise of std `behavior.expl_noise` added to continuous
         actions, or a uniformly random action with that probability for discrete ones (V2)."""
-        amount = self.config.behavior.get('expl_noise', 0.0)
+        amount = self.config.behavior.expl_noise
         if not amount:
             return action
         if not self.act_space.discrete:
@@ -125,8 +126,7 @@ class Agent(tf.Module):
         key = data.pop('key', None)
         wm_key, ac_key = (None, None) if key is None else (ops.fold_in(key, 1), ops.fold_in(key, 2))
         wm_losses, post, metrics = self.wm.loss(data, key=wm_key)
-        ctx = self.config.replay_context
-        rest = {k: v[:, ctx:] for k, v in data.items()}
+        rest = drop_context(data, self.config.replay_context)        # post covers these steps only
         ac_losses, ac_metrics = self.ac.loss(self.wm, post, rest, key=ac_key)
         metrics.update(ac_metrics)
         groups = {name: 0.0 for name in self.var_groups}

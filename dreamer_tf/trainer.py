@@ -82,7 +82,7 @@ class Trainer:
         self.act_space = self.envs[0].act_space
         self.replay = Replay(config.batch_length + config.replay_context, config.replay.capacity,
                              os.path.join(self.logdir, 'replay') if config.replay.persist else None,
-                             seed=seed, prioritize_ends=config.replay.get('prioritize_ends', False))
+                             seed=seed, prioritize_ends=config.replay.prioritize_ends)
         self.agent = make_agent(config, self.envs[0].obs_space, self.act_space, self.strategy)
         self.counters = Counters()
         self.checkpoint = make_checkpoint(self.agent, self.counters)
@@ -94,8 +94,8 @@ class Trainer:
         self.logger = Logger(self.logdir)
         self.curves = plots.LiveCurves(self.logdir)         # <logdir>/curves.png
         self.driver = Driver(self.envs, self.replay, self.counters, env_cfg.action_repeat, self._log_episode)
-        self.ratio = Ratio(run.train_ratio, config.batch_size * config.batch_length,
-                           run.get('train_every', 0), run.get('pretrain', 0))
+        self.ratio = Ratio(run.train_ratio, config.batch_size * config.batch_length, run.train_every,
+                           run.pretrain)
         self.pending = []                                  # train metrics since the last log
         self.nonfinite_streak = 0                          # skipped updates in a row
         self.saved_step = None                             # env step of the checkpoint on disk
@@ -292,24 +292,16 @@ def banner(config, strategy, agent, logdir):
 
 
 def seed_everything(seed, deterministic=False):
-    """Seed Python, NumPy and TensorFlow; `deterministic` also makes TensorFlow's ops deterministic.
-
-    Op determinism is process-wide and cannot be switched off again. See the README's reliability
-    section for what it does and does not make repeatable.
-    """
+    """Seed Python, NumPy and TensorFlow; `deterministic` makes TensorFlow's ops deterministic for
+    the rest of the process (README, reliability)."""
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(seed)   # Python, NumPy and TensorFlow
 
 
 def invocation_seed(seed, replay_dir):
-    """The seed of this invocation's envs and random streams.
-
-    `seed` for a fresh logdir. A logdir that already holds replay episodes is being resumed: seeding it
-    the same way would make the resumed run collect again the very episodes (same env starts, same
-    prefill actions) that its predecessor stored, so the seed is derived from `seed` and the number
-    of stored episodes instead.
-    """
+    """`seed` for a fresh logdir; a resumed one derives it from the stored episode count, or it would
+    collect its predecessor's episodes (same env starts, same prefill actions) again."""
     stored = len(glob.glob(os.path.join(glob.escape(replay_dir), '*.npz')))
     if not stored:
         return seed
@@ -318,9 +310,9 @@ def invocation_seed(seed, replay_dir):
 
 @contextlib.contextmanager
 def stop_signals():
-    """While inside, SIGTERM and SIGINT (Ctrl-C, `kill PID`) only set `.signum`, so the run can finish
-    the step in hand, save and exit cleanly instead of losing what it did since its last checkpoint.
-    A second signal of either kind stops at once. Outside the main thread signals are left alone."""
+    """While inside, SIGTERM and SIGINT only set `.signum`, so the run finishes its step and saves
+    instead of losing what it did since its last checkpoint; a second signal stops at once. Signals
+    are left alone outside the main thread."""
     class Stop:
         signum = 0
     stop = Stop()
@@ -349,8 +341,7 @@ def check_logdir_config(config, logdir, override=False):
     if os.path.exists(path):
         saved = configlib.Config.from_file(path).flat()
         new = config.flat()
-        # Keys the saved config lacks were added to the library after that run started; the run
-        # resumes with their defaults rather than being refused.
+        # A key the saved config lacks is newer than the run, which resumes with its default.
         diff = sorted(k for k in saved if saved.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
         details = ', '.join(f'{k}: {saved.get(k)!r} -> {new.get(k)!r}' for k in diff)
         if diff and not override:

@@ -1,13 +1,10 @@
 """Checkpoints on disk: which ones exist, a save that never damages the last good one, and a restore
 that falls back past a corrupt newest one.
 
-`tf.train.CheckpointManager` writes a checkpoint's data and index files first and only then
-rewrites the small `checkpoint` state file (atomically, by rename) that names the checkpoints in
-order, so the state file is the commit point: an interrupted save never replaces the last good
-checkpoint. `save` adds a clear error and removes the partial files of a failed write (disk full).
-A file damaged later (truncated, bit rot) is caught on load: TensorFlow checks each tensor's CRC,
-so the newest checkpoint that restores cleanly wins, and each one skipped is reported. A state file
-that is missing or unreadable falls back to the `*.index` files on disk.
+The manager renames its small `checkpoint` state file into place only after the data and index files
+are written, so that rename is the commit point of a save. Damage found later (truncation, bit rot)
+fails TensorFlow's per-tensor CRC on restore; an unreadable state file falls back to the `*.index`
+files on disk.
 """
 
 import glob
@@ -18,12 +15,9 @@ import shutil
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-# What a damaged checkpoint raises on restore: TensorFlow's DataLossError and friends, the reader's
-# IndexError for a file shorter than its index says, a garbled object graph, a mismatched layout.
+# What a damaged checkpoint raises on restore (a short file: IndexError; a garbled graph: DecodeError).
 _READ_ERRORS = (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError, DecodeError)
-
-
-# The prefix name of tf.train.CheckpointManager's files: <directory>/ckpt-<number>.index and .data-*.
+# tf.train.CheckpointManager's file prefix: <directory>/ckpt-<number>.index and .data-*.
 CHECKPOINT_NAME = 'ckpt'
 
 

@@ -124,15 +124,17 @@ def imag_loss(critic, slowval, logpi, ent, ret, base, con, scale, *, rho, actent
     baseline, stop-gradient) and con: [N, H+1]; ret: [N, H] (RETURN_FORMS[return_form]); scale: S.
     exclusive: weights prod_{k<t} con_k (V1, V2) instead of prod_{k<=t}.
     """
-    n, h1 = con.shape
+    n, h1 = con.shape                                             # N, H+1 (None where unknown)
+    h = None if h1 is None else h1 - 1
     assert_lead((n, h1), 'imag_loss', slowval=slowval, logpi=logpi, ent=ent, base=base, con=con)
-    assert_lead((n, None if h1 is None else h1 - 1), 'imag_loss', ret=ret)
+    assert_lead((n, h), 'imag_loss', ret=ret)
     weight = ops.cumulative_weight(con, exclusive=exclusive)
     logpi, ent, base, weight_actor, ret_actor = ACTOR_STEPS[return_form](logpi, ent, base, weight, ret)
     actor = actor_loss(logpi, ent, ret_actor, base, weight_actor, scale, actent, rho)
     critic_logp, slow_logp = critic.log_prob(sg(pad_last(ret))), critic.log_prob(slowval)
-    # states:  s0 | s1 ... s_{H-1}  s_H     the critic trains from s_first on, its weights restart
-    first = 0 if critic_start else 1       # there (V1: imagined states only, 1, gamma, gamma^2 ...)
+    # states:   s0  [s1] ... [s_{H-1}]  s_H     without critic_start (V1) the critic trains on the
+    # targets:      [t1] ... [t_{H-1}]          imagined states only; weights restart at s1
+    first = 0 if critic_start else 1
     critic_logp, slow_logp, con = critic_logp[:, first:], slow_logp[:, first:], con[:, first:]
     weight = ops.cumulative_weight(con, exclusive=exclusive)
     losses = {'actor': actor, 'critic': critic_loss(critic_logp, slow_logp, weight, slowreg)}

@@ -14,6 +14,7 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from dreamer_tf import dists
+from dreamer_tf.layers import choose
 
 
 def kl_categorical(logit_p, logit_q):
@@ -82,6 +83,4 @@ def make_latent(latent, stoch, classes, unimix, min_std):
     """The latent that `rssm.latent` names."""
     table = {'categorical': lambda: CategoricalLatent(stoch, classes, unimix),
              'gaussian': lambda: GaussianLatent(stoch, min_std)}
-    if latent not in table:
-        raise ValueError(f"rssm.latent '{latent}' is not one of {sorted(table)}")
-    return table[latent]()
+    return choose(table, latent, 'rssm.latent')()

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from dreamer_tf import nets, ops
 from dreamer_tf.latents import make_latent
+from dreamer_tf.layers import choose
 
 sg = tf.stop_gradient
 
@@ -62,10 +63,8 @@ class RSSM(keras.layers.Layer):
                  img_layers=1, obs_layers=1, dyn_layers=1, norm='none', act='elu',
                  latent='categorical', core='block_gru', min_std=0.1, imag_unroll=1, **kw):
         super().__init__(**kw)
-        if core not in CORES:
-            raise ValueError(f"rssm.core '{core}' is not one of {sorted(CORES)}")
         self.latent = make_latent(latent, stoch, classes, unimix, min_std)
-        self.core_form = CORES[core]
+        self.core_form = choose(CORES, core, 'rssm.core')
         self.imag_unroll = imag_unroll      # imagination steps per loop iteration: speed only
         self.deter = deter
         self.feat_dim = deter + self.latent.flat_dim
@@ -147,6 +146,7 @@ class RSSM(keras.layers.Layer):
         Returns (post, prior), each a state dict with tensors [B, T, ...].
         """
         assert_lead(embed.shape[:2], 'observe', embed=embed, action=action, is_first=is_first)
+        assert_lead(embed.shape[:1], 'observe', key=key)
         state = self.initial(tf.shape(embed)[0]) if state is None else state
         inputs = (_swap_time(embed), _swap_time(tf.cast(action, tf.float32)), _swap_time(is_first))
         step_keys = None if key is None else ops.fold_in(key[None, :], _time_index(embed)[:, None])  # [T, B]
@@ -174,6 +174,7 @@ class RSSM(keras.layers.Layer):
         k_t = fold_in(key, t). Returns (states, actions), each [N, horizon + 1, ...]:
         states[:, 0] is the start and actions[:, t] is the action taken in states[:, t].
         """
+        assert_lead(start['deter'].shape[:1], 'imagine', key=key, **start)
         steps = tf.range(horizon + 1, dtype=tf.int64)[:, None]
         keys = tf.zeros([horizon + 1, 1], tf.int64) if key is None else ops.fold_in(key[None, :], steps)
         arranged = self.arranged_core()
@@ -204,9 +205,7 @@ class RSSM(keras.layers.Layer):
 
         Returns a dict of loss name -> [B, T] tensor (per step clip) or scalar (clip of the mean).
         """
-        if loss.kl_form not in KL_FORMS:
-            raise ValueError(f"loss.kl_form '{loss.kl_form}' is not one of {sorted(KL_FORMS)}")
-        return KL_FORMS[loss.kl_form](self.kl, post, prior, loss)
+        return choose(KL_FORMS, loss.kl_form, 'loss.kl_form')(self.kl, post, prior, loss)
 
 
 def kl_dyn_rep(kl, post, prior, free):
@@ -264,8 +263,12 @@ def _sg(state):
 
 
 def assert_lead(lead, where, **tensors):
-    """Check at trace time that every tensor's static leading dims match `lead` (None matches any)."""
+    """Check at trace time that every tensor's static leading dims match `lead` (None matches any).
+
+    A tensor given as None is skipped.
+    """
     lead = tf.TensorShape(lead)
+    tensors = {name: x for name, x in tensors.items() if x is not None}
     if not all(lead.is_compatible_with(tf.TensorShape(x.shape)[:lead.rank]) for x in tensors.values()):
         shapes = ', '.join(f'{name} {tuple(x.shape)}' for name, x in tensors.items())
         raise ValueError(f'{where}: expected leading dims {tuple(lead)}, got {shapes}')

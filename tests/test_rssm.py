@@ -263,3 +263,17 @@ def test_observe_prior_matches_per_step_obs_step():
         np.testing.assert_array_equal(np.argmax(prior['stoch'][:, t], -1), np.argmax(step_prior['stoch'], -1))
         for name in ('stoch', 'logit'):
             np.testing.assert_allclose(prior[name][:, t].numpy(), step_prior[name].numpy(), atol=1e-6)
+
+
+def test_observe_and_imagine_check_their_shapes():
+    rng = np.random.default_rng(7)
+    rssm = make_rssm()
+    embed, action, is_first = sequence(rng, batch=2, length=4)
+    with pytest.raises(ValueError, match=r'observe: expected leading dims \(2, 4\).*action \(2, 5, 3\)'):
+        rssm.observe(embed, tf.concat([action, action[:, :1]], 1), tf.constant(is_first))
+    with pytest.raises(ValueError, match=r'observe: expected leading dims \(2,\), got key \(1,\)'):
+        rssm.observe(embed, action, tf.constant(is_first), key=tf.constant([7], tf.int64))
+    # One key for two starts would broadcast: both rows would share their noise.
+    start = {k: v[:, 0] for k, v in rssm.observe(embed, action, tf.constant(is_first))[0].items()}
+    with pytest.raises(ValueError, match=r'imagine: expected leading dims \(2,\), got key \(1,\)'):
+        rssm.imagine(lambda state, k: tf.zeros([2, ACT]), start, 3, key=tf.constant([7], tf.int64))

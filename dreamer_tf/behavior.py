@@ -176,8 +176,10 @@ class ActorCritic(keras.layers.Layer):
         super().__init__(**kw)
         self.config = config
         actor, critic = dict(config.actor), dict(config.critic)
+        b = config.behavior
         dist_cont = actor.pop('dist_cont')
-        kind = 'onehot' if act_space.discrete else dist_cont
+        # rho: 1 is REINFORCE, 0 backpropagates the returns through the learned dynamics.
+        kind, rho = ('onehot', b.actor_grad_disc) if act_space.discrete else (dist_cont, b.actor_grad_cont)
         self.actor = nets.Head(kind, feat_dim, act_space.size, **actor, name='actor')
         kind = critic.pop('dist')
         self.critic = nets.Head(kind, feat_dim, **critic, name='critic')
@@ -185,21 +187,18 @@ class ActorCritic(keras.layers.Layer):
         for slow, online in zip(self.slow_critic.weights, self.critic.weights, strict=True):
             slow.assign(online)
         self.slow_critic.trainable = False
-        b = config.behavior
         percentile = b.return_norm == 'percentile'
         self.retnorm = ops.ReturnNormalizer(**config.retnorm, gather=gather) if percentile else None
         self.lam, self.imag_length, self.discount = b.return_lambda, b.imag_length, discount_factor(b)
-        # rho: 1 is REINFORCE, 0 backpropagates the returns through the learned dynamics.
-        self.rho = float(b.actor_grad_disc if act_space.discrete else b.actor_grad_cont)
+        self.rho = float(rho)
         self.return_critic, self.return_form = b.return_critic, b.return_form
         self.first_discount, self.critic_start = b.first_discount, b.critic_start
         self.exclusive = b.weight == 'exclusive'
         self.replay_scale = config.loss.replay_critic
 
     def policy_sample(self, feat, key=None):
-        """An action for feat. The actor reads sg(feat) in every version; with dynamics backprop the
-        sample stays differentiable w.r.t. the actor's weights (reparameterised), so the returns'
-        gradient reaches the actor through the actions it took, not through the states it read."""
+        """An action for feat; the actor reads sg(feat), so with dynamics backprop the returns' gradient
+        reaches it through the (reparameterised) actions it took, not through the states it read."""
         return dists.keyed_sample(self.actor(sg(feat)), key)
 
     def imagine(self, rssm, post, key=None):

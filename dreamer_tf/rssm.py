@@ -75,7 +75,6 @@ class RSSM(keras.layers.Layer):
         self.post_mlp = nets.MLP(deter + embed_dim, obs_layers, hidden, norm, act, name='post_mlp')
         self.post_out = nets.Linear(self.post_mlp.out_dim, raw_dim, name='post_out')
 
-    # -- states ------------------------------------------------------------------------------
 
     def initial(self, batch_size):
         """All-zero carry and latent (every release starts from zeros, not a learned state)."""
@@ -89,7 +88,6 @@ class RSSM(keras.layers.Layer):
         """The latent's distribution, with one batch entry per state ([...] batch shape)."""
         return self.latent.dist(state)
 
-    # -- one step -----------------------------------------------------------------------------
 
     def img_step(self, prev_state, prev_action, key=None, arranged=None):
         """Prior step: h_t = f(h_{t-1}, z_{t-1}, a_{t-1}), z_t ~ p(z_t | h_t). key: [B] or None."""
@@ -137,7 +135,6 @@ class RSSM(keras.layers.Layer):
         prior = self.prior(deter, prior_key)       # first: unkeyed (acting) noise is drawn in this order
         return self.posterior(deter, embed, post_key), prior
 
-    # -- sequences ----------------------------------------------------------------------------
 
     def observe(self, embed, action, is_first, state=None, key=None):
         """Filter sequences: embed [B, T, E], action [B, T, A] (a_{t-1}), is_first [B, T].
@@ -194,7 +191,6 @@ class RSSM(keras.layers.Layer):
         assert_lead((start['deter'].shape[0], horizon + 1), 'imagine', actions=actions, **states)
         return states, actions
 
-    # -- losses -------------------------------------------------------------------------------
 
     def kl(self, p, q):
         """KL(p || q) between the latents of two states, summed over the latent dims: [B, T]."""
@@ -209,12 +205,8 @@ class RSSM(keras.layers.Layer):
 
 
 def kl_dyn_rep(kl, post, prior, free):
-    """DreamerV3 dynamics and representation losses, [B, T] each, from kl(p, q) of two states.
-
-    dyn = max(free, KL(sg(post) || prior)) trains the prior towards the posterior;
-    rep = max(free, KL(post || sg(prior))) regularises the posterior. Both KLs are summed over
-    the latent before the free-nats clip.
-    """
+    """DreamerV3: dyn = max(free, KL(sg(post) || prior)) trains the prior, rep = max(free, KL(post ||
+    sg(prior))) regularises the posterior; kl(p, q) of two states sums over the latent. [B, T] each."""
     dyn, rep = kl(_sg(post), prior), kl(post, _sg(prior))
     return tf.maximum(dyn, free), tf.maximum(rep, free)
 
@@ -225,10 +217,7 @@ def free_nats(kl, free, average):
 
 
 def kl_loss_v1(kl, free):
-    """DreamerV1: max(mean KL(post || prior), free), one term that trains prior and posterior alike.
-
-    kl: [B, T] Gaussian KL summed over the latent dims -> scalar.
-    """
+    """DreamerV1: max(mean KL(post || prior), free), one term for prior and posterior: [B, T] -> scalar."""
     return free_nats(kl, free, average=True)
 
 
@@ -263,10 +252,7 @@ def _sg(state):
 
 
 def assert_lead(lead, where, **tensors):
-    """Check at trace time that every tensor's static leading dims match `lead` (None matches any).
-
-    A tensor given as None is skipped.
-    """
+    """Check at trace time that the static leading dims of every tensor (not None) match `lead`."""
     lead = tf.TensorShape(lead)
     tensors = {name: x for name, x in tensors.items() if x is not None}
     if not all(lead.is_compatible_with(tf.TensorShape(x.shape)[:lead.rank]) for x in tensors.values()):

@@ -16,11 +16,10 @@ import os
 
 import numpy as np
 
-from dreamer_tf import checkpoints
+from dreamer_tf import checkpoints, driver, framework
 from dreamer_tf import config as configlib
 from dreamer_tf import envs as envlib
 from dreamer_tf import trainer as trainerlib
-from dreamer_tf.agent import Agent
 
 __all__ = ['LoadError', 'TrainedAgent', 'load', 'make_config', 'train']
 
@@ -62,7 +61,7 @@ class TrainedAgent:
         self.logdir = logdir
         self.checkpoint = checkpoint      # the checkpoint prefix that was restored
         self.env_steps = env_steps        # env steps the agent was trained for
-        self._policy = trainerlib.make_policy(agent, config)
+        self._policy = framework.make_policy(agent, config)
 
     @property
     def obs_space(self):
@@ -91,7 +90,7 @@ class TrainedAgent:
 
     def act(self, obs, state=None, mode='eval'):
         """One step in one environment: obs is a step dict; returns (action numpy [A], state)."""
-        batch = trainerlib.policy_batch([obs], self.agent.obs_space)
+        batch = driver.policy_batch([obs], self.agent.obs_space)
         action, state = self.policy(batch, state, mode)
         return np.asarray(action)[0], state
 
@@ -132,11 +131,11 @@ def load(logdir, warn=print):
     if not checkpoints.list_checkpoints(directory):
         raise LoadError(f'{logdir} has no checkpoint in {directory}; train first (the trainer saves '
                         'every run.save_every env steps or run.save_minutes, and at the end of a run)')
-    trainerlib.set_precision(config.precision)
+    framework.set_precision(config.precision)
     env = envlib.make_env(_local_env(config), config.seed, mode='eval')
     obs_space, act_space = env.obs_space, env.act_space
     env.close()
-    agent = Agent(config, obs_space, act_space)
+    agent = framework.make_agent(config, obs_space, act_space)   # as the trainer built it
     counters = trainerlib.Counters()
     restored = checkpoints.restore_newest(trainerlib.make_checkpoint(agent, counters), directory, warn)
     return TrainedAgent(agent, config, logdir, restored, int(counters.env_steps.numpy()))

@@ -148,8 +148,7 @@ def _exit(error, status=2):
 
 def _run_errors():
     """Faults a run reports in one line: unreadable checkpoints, NaN training, disk full or I/O errors."""
-    from dreamer_tf.checkpoints import CheckpointError
-    from dreamer_tf.trainer import NonFiniteError
+    from dreamer_tf.checkpoints import CheckpointError, NonFiniteError
     return (CheckpointError, NonFiniteError, OSError)
 
 

@@ -15,7 +15,6 @@ from dreamer_tf.optim import DynamicLossScale
 
 # Parameters, losses and distributions stay float32 in all three.
 PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
-STRATEGIES = ('none', 'mirrored', 'multi_worker')
 MEAN = tf.distribute.ReduceOp.MEAN
 
 
@@ -49,10 +48,8 @@ def loss_scaling(precision):
 
 def make_strategy(config):
     """none: one device. mirrored: `distribute.devices` (all GPUs when empty). multi_worker: the
-    cluster in TF_CONFIG, every worker running the same command."""
+    cluster in TF_CONFIG, every worker running the same command (config.py checks the choice)."""
     name, devices = config.distribute.strategy, list(config.distribute.devices)
-    if name not in STRATEGIES:
-        raise configlib.ConfigError(f"distribute.strategy '{name}' is not one of {list(STRATEGIES)}")
     if name == 'none':
         strategy = tf.distribute.get_strategy()
     elif name == 'mirrored':

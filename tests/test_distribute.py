@@ -78,6 +78,11 @@ MIRRORED_CHECK = textwrap.dedent('''
     out['weights'] = diffs
     out['retnorm'] = [[float(single.ac.retnorm.hi.numpy()), float(mirrored.ac.retnorm.hi.numpy())]]
     out['step'] = [int(single.opt.step.numpy()), int(mirrored.opt.step.numpy())]
+    try:
+        make_strategy(two.update({'batch_size': 3}))
+        out['odd_batch'] = 'accepted'
+    except configlib.ConfigError as error:
+        out['odd_batch'] = str(error)
     print('RESULT ' + json.dumps(out))
 ''')
 
@@ -97,6 +102,7 @@ def test_mirrored_two_cpus_match_one_device():
     # that the keyed noise gives the same samples with and without XLA.
     out = run_check(MIRRORED_CHECK, 'true')
     assert out['step'] == [3, 3]
+    assert 'batch_size 3 does not split evenly over 2 replicas' in out['odd_batch']
     for update in out['metrics']:
         for name, (one, two) in update.items():
             if np.isnan(one):
@@ -111,13 +117,12 @@ def test_mirrored_two_cpus_match_one_device():
     assert hi_two == pytest.approx(hi_one, rel=1e-5)
 
 
-def test_batch_must_split_evenly_over_replicas():
+def test_one_replica_takes_any_batch_and_unknown_strategies_are_refused():
     from dreamer_tf.framework import make_strategy
     config = configlib.load('dreamerv3', ['debug'], ['batch_size=3', 'distribute.strategy=none'])
-    make_strategy(config)                                  # one replica: anything splits
-    bad = configlib.load('dreamerv3', ['debug'], ['distribute.strategy=ring'])
-    with pytest.raises(configlib.ConfigError, match="'ring' is not one of"):
-        make_strategy(bad)
+    assert make_strategy(config).num_replicas_in_sync == 1    # one replica: anything splits
+    with pytest.raises(configlib.ConfigError, match="'distribute.strategy': got 'ring'"):
+        configlib.load('dreamerv3', ['debug'], ['distribute.strategy=ring'])
 
 
 def free_ports(n):

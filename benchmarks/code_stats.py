@@ -22,11 +22,9 @@ flags.DEFINE_integer('longest', 8, 'How many of the longest functions to list.')
 ALGORITHM = ('rssm', 'world_model', 'behavior', 'agent', 'nets', 'dists', 'ops', 'optim')
 
 
-def comment_lines(source):
-    """Lines holding a `#` comment or part of a docstring."""
-    lines = {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
-             if tok.type == tokenize.COMMENT}
-    for node in ast.walk(ast.parse(source)):
+def docstring_lines(tree):
+    lines = set()
+    for node in ast.walk(tree):
         body = getattr(node, 'body', None)
         if isinstance(body, list) and body and isinstance(body[0], ast.Expr) and \
                 isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
@@ -34,11 +32,16 @@ def comment_lines(source):
     return lines
 
 
-def code_lines(source, comments):
+def comment_lines(source, docstrings):
+    """Lines holding a `#` comment or part of a docstring."""
+    return docstrings | {tok.start[0] for tok in tokenize.generate_tokens(io.StringIO(source).readline)
+                         if tok.type == tokenize.COMMENT}
+
+
+def code_lines(source, docstrings):
+    """Lines with code before any `#`, outside docstrings (a line with a trailing comment counts)."""
     return {i for i, line in enumerate(source.splitlines(), 1)
-            if line.strip() and not line.strip().startswith('#') and i not in comments} | \
-        {i for i in comments if source.splitlines()[i - 1].split('#')[0].strip()
-         and not source.splitlines()[i - 1].strip().startswith(('"""', "'''"))}
+            if line.split('#')[0].strip() and i not in docstrings}
 
 
 def _mentions_config(node):
@@ -84,8 +87,9 @@ def module_stats(path):
                and _mentions_config(n.comparators[0]) for n in ast.walk(tree))
     functions = [(n.end_lineno - n.lineno + 1, n.name) for n in ast.walk(tree)
                  if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    comments = comment_lines(source)
-    code = code_lines(source, comments)
+    docstrings = docstring_lines(tree)
+    comments = comment_lines(source, docstrings)
+    code = code_lines(source, docstrings)
     return dict(lines=len(source.splitlines()), code=len(code), comments=len(comments),
                 branches=branches, gets=gets, functions=functions)
 
@@ -96,9 +100,10 @@ def main(argv):
     paths = sorted(root.rglob('*.py'))
     print(f'{"module":28} {"lines":>5} {"code":>5} {"comm":>5} {"c/code":>6} {"branch":>6} {"get/in":>6} '
           f'{"longest fn":>10}')
-    totals, everything = dict(branches=0, gets=0, code=0, comments=0), []
+    totals, everything, long_files = dict(branches=0, gets=0, code=0, comments=0), [], 0
     for path in paths:
         s = module_stats(path)
+        long_files += s['lines'] > 450
         name = str(path.relative_to(root))
         longest = max(s['functions'], default=(0, ''))
         everything += [(n, f'{name}:{f}') for n, f in s['functions']]
@@ -113,7 +118,7 @@ def main(argv):
     for n, f in sorted(algorithm, reverse=True)[:FLAGS.longest]:
         print(f'  {n:4d}  {f}')
     print(f'over 40 lines there: {sum(n > 40 for n, _ in algorithm)}; '
-          f'library files over 450 lines: {sum(module_stats(p)["lines"] > 450 for p in paths)}')
+          f'library files over 450 lines: {long_files}')
 
 
 if __name__ == '__main__':

@@ -210,6 +210,37 @@ def test_block_gru_step_matches_numpy(dyn_layers):
     np.testing.assert_allclose(out.numpy(), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize('dyn_layers', [0, 1, 2])
+def test_block_gru_gradients_match_numpy_finite_differences(dyn_layers):
+    # The block-major gates and the pre-transposed first layer have hand-written layouts and gradient.
+    rng = np.random.default_rng(16 + dyn_layers)
+    gru = nets.BlockGRU(8, 3, [8, 6, 2], 2, dyn_layers=dyn_layers)
+    randomize(gru, rng)
+    deter = rng.standard_normal((4, 8))
+    inputs = [rng.standard_normal((4, d)) for d in (8, 6, 2)]
+    probe = rng.standard_normal((4, 8))
+    with tf.GradientTape() as tape:
+        d = tf.constant(deter, tf.float32)
+        tape.watch(d)
+        loss = tf.reduce_sum(gru(d, [d] + [f32(x) for x in inputs[1:]], gru.arrange(tf.float32)) * probe)
+    grads = tape.gradient(loss, [d, gru.gates.kernel])
+
+    def f(deter, kernel):
+        saved = gru.gates.kernel.numpy()
+        gru.gates.kernel.assign(kernel)
+        out = (naive_block_gru(gru, deter, [deter] + inputs[1:]) * probe).sum()
+        gru.gates.kernel.assign(saved)
+        return out
+
+    eps, kernel = 1e-3, gru.gates.kernel.numpy().astype(np.float64)
+    for got, x, at in ((grads[0], deter, lambda v: f(v, kernel)), (grads[1], kernel, lambda v: f(deter, v))):
+        idx = tuple(rng.integers(0, s) for s in x.shape)
+        up, down = x.copy(), x.copy()
+        up[idx] += eps
+        down[idx] -= eps
+        np.testing.assert_allclose(got.numpy()[idx], (at(up) - at(down)) / (2 * eps), rtol=2e-2, atol=2e-3)
+
+
 def test_block_gru_keeps_zero_state_at_init():
     # Zero biases at init: all-zero inputs give zero projections, reset 0.5, cand tanh(0) = 0, so
     # new = update * 0 + (1 - update) * 0 = 0.

@@ -336,3 +336,26 @@ def test_keyed_uniform_same_under_xla():
     keys = tf.constant([0, 17, 2 ** 32 - 1], tf.int64)
     compiled = tf.function(lambda k: ops.keyed_uniform(k, [5]), jit_compile=True)
     np.testing.assert_array_equal(compiled(keys).numpy(), ops.keyed_uniform(keys, [5]).numpy())
+
+
+def test_matmul_pre_t_matches_matmul_and_its_autodiff_in_a_compiled_loop():
+    # The custom gradient must be the plain matmul's, also as tf.scan's body under XLA (the observe loop).
+    rng = np.random.default_rng(3)
+    xs, w = f32(rng.normal(size=(5, 4, 6))), tf.Variable(f32(rng.normal(size=(6, 6))))
+
+    def run(matmul):
+        @tf.function(jit_compile=True)
+        def grads():
+            with tf.GradientTape() as tape:
+                tape.watch(xs)
+                w_t = tf.transpose(w)
+                hs = tf.scan(lambda h, x: tf.tanh(matmul(h + x, w, w_t)), xs, tf.zeros([4, 6]))
+                loss = tf.reduce_sum(hs ** 2)
+            return hs, tape.gradient(loss, [xs, w])
+        return grads()
+
+    hs, (gx, gw) = run(ops.matmul_pre_t)
+    hs0, (gx0, gw0) = run(lambda x, w, w_t: tf.matmul(x, w))
+    for got, want in ((hs, hs0), (gx, gx0), (gw, gw0)):
+        np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
+    assert np.abs(gw.numpy()).sum() > 0

@@ -5,6 +5,7 @@ import contextlib
 import glob
 import os
 import signal
+import sys
 import threading
 import time
 
@@ -34,6 +35,14 @@ def replay_batch(replay, size, rng):
     batch = replay.sample(size)
     batch['key'] = rng.integers(0, 2 ** 32, size, dtype=np.int64)
     return batch
+
+
+def nonfinite_cause(metrics, skip_names=()):
+    """The metrics of a skipped update that are not finite, e.g. 'non-finite loss/rep, ret'; the
+    optimiser's own metrics (NaN by design when skipping) are left out."""
+    bad = sorted(name for name, value in metrics.items()
+                 if name not in skip_names and not np.all(np.isfinite(np.asarray(value, np.float64))))
+    return f'non-finite {", ".join(bad)}' if bad else 'finite losses, non-finite gradient norm'
 
 
 class Counters(tf.Module):
@@ -223,14 +232,17 @@ class Trainer:
             metrics = dict(self._train_step(self.sample_batch()))
             self.counters.updates.assign_add(1)
             if float(metrics.pop('skipped')):
-                self._skipped_update()
+                self._skipped_update(metrics)
             else:
                 self.nonfinite_streak = 0
                 self.pending.append(metrics)
 
-    def _skipped_update(self):
-        """Count an update the agent skipped for a non-finite loss or gradient; stop after too many."""
+    def _skipped_update(self, metrics):
+        """Count an update the agent skipped for a non-finite loss or gradient, say which; stop after too
+        many."""
         self.counters.skipped_updates.assign_add(1)
+        print(f'warning: update {self._count("updates")} at step {self.env_steps} skipped: '
+              f'{nonfinite_cause(metrics, self.agent.opt.metric_names)}', file=sys.stderr, flush=True)
         self.nonfinite_streak += 1
         limit = self.config.run.max_nonfinite_updates
         if limit and self.nonfinite_streak >= limit:

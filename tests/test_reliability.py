@@ -124,7 +124,7 @@ def all_finite(prefix):
     return True
 
 
-def test_trainer_counts_skips_and_stops_after_too_many_in_a_row(tmp_path):
+def test_trainer_counts_skips_and_stops_after_too_many_in_a_row(tmp_path, capsys):
     # debug: one update per 2 policy steps after a 200-step prefill. Batches 20-39 carry a NaN reward
     # in every odd batch (10 skips, never 3 in a row), and from batch 40 on in every batch: batches
     # 39, 40 and 41 make 3 in a row, which stops the run. Updates attempted: 42; skipped: 10 + 2 = 12.
@@ -161,6 +161,17 @@ def test_trainer_counts_skips_and_stops_after_too_many_in_a_row(tmp_path):
     losses = [row['train/loss/total'] for row in rows if 'train/loss/total' in row]
     assert losses and np.isfinite(losses).all(), 'skipped updates leaked NaN into the logged losses'
     assert max(row.get('run/skipped_updates', 0) for row in rows) >= 10
+    warnings = [line for line in capsys.readouterr().err.splitlines() if 'skipped: ' in line]
+    assert len(warnings) == 12 and all('loss/rew' in line for line in warnings)   # the poisoned reward
+
+
+def test_nonfinite_cause_names_the_bad_metrics_but_not_the_optimisers():
+    from dreamer_tf.trainer import nonfinite_cause
+    metrics = {'loss/rep': 1.0, 'loss/rew': float('nan'), 'ret': np.float32(np.inf),
+               'model/grad_norm': np.nan}
+    assert nonfinite_cause(metrics, ('model/grad_norm',)) == 'non-finite loss/rew, ret'
+    assert nonfinite_cause({'loss/rep': 1.0, 'model/grad_norm': np.nan}, ('model/grad_norm',)) == \
+        'finite losses, non-finite gradient norm'
 
 
 def test_trainer_refuses_to_save_non_finite_weights(tmp_path):

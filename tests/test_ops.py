@@ -359,3 +359,14 @@ def test_matmul_pre_t_matches_matmul_and_its_autodiff_in_a_compiled_loop():
     for got, want in ((hs, hs0), (gx, gx0), (gw, gw0)):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6, atol=1e-6)
     assert np.abs(gw.numpy()).sum() > 0
+
+
+def test_unit_interval_stays_strictly_inside_zero_one_at_both_ends():
+    # bits >> 8 = 2^24 - 1 gives (2^24 - 0.5) / 2^24, which float32 rounds to 1.0: ndtri(1.0) is inf, and
+    # an inf imagined action made the paper run skip updates (non-finite imagination, finite model losses).
+    bits = tf.constant([0, 255, 2 ** 31, 2 ** 32 - 257, 2 ** 32 - 1], tf.int64)
+    u = ops.unit_interval(bits).numpy()
+    assert u.dtype == np.float32 and (u > 0).all() and (u < 1).all()
+    assert u[0] == u[1] == np.float32(0.5 / 2 ** 24) and u[2] == 0.5
+    assert u[-1] == np.nextafter(np.float32(1), np.float32(0))
+    assert np.isfinite(tf.math.ndtri(u).numpy()).all()

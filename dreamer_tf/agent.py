@@ -64,7 +64,8 @@ class Agent(tf.Module):
         """One Adam per module, or one LaProp over every variable."""
         if opt.per_module:
             return ModuleOptimizers({name: (variables, Adam(variables, **opt[name], name=name))
-                                     for name, variables in self.var_groups.items()})
+                                     for name, variables in self.var_groups.items()},
+                                    start={'actor': self.config.run.actor_after})
         if self.ac.rho < 1.0:
             raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
                              'per-module optimisers (opt.per_module: true)')

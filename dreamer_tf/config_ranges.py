@@ -31,7 +31,7 @@ RANGES = (
     (r'loss\..*|.*\.(layers|outscale|init_std|wd|clip)|rssm\.(img|obs|dyn)_layers', _NONNEGATIVE),
     (r'decoder\.bspace|behavior\.(actent|expl_noise|slow_critic_every|slowreg)', _NONNEGATIVE),
     (r'run\.(train_every|prefill|pretrain|eval_every|report_every|save_every|save_minutes)', _NONNEGATIVE),
-    (r'opt\.warmup', _NONNEGATIVE),
+    (r'opt\.warmup|run\.actor_after', _NONNEGATIVE),
     (r'env\.(time_limit|atari\.noops)|replay_context|seed', _NONNEGATIVE),
 )
 

@@ -134,9 +134,12 @@ class ModuleOptimizers(tf.Module):
     groups' variables in order) per optimiser and names the metrics `<group>/<metric>`.
     """
 
-    def __init__(self, groups, name='opt'):
+    def __init__(self, groups, start=None, name='opt'):
         super().__init__(name=name)
         self.groups = dict(groups)
+        # group -> the update from which its optimiser steps; before it the group's weights, moments
+        # and step count stay as they are (run.actor_after).
+        self.start = {group: int(n) for group, n in (start or {}).items() if n}
         self.params = [v for variables, _ in self.groups.values() for v in variables]
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name='step')
         self.metric_names = tuple(f'{group}/{metric}' for group, (_, opt) in self.groups.items()
@@ -148,6 +151,18 @@ class ModuleOptimizers(tf.Module):
         for group, (variables, opt) in self.groups.items():
             part = grads[start:start + len(variables)]
             start += len(variables)
-            metrics.update({f'{group}/{k}': v for k, v in opt.apply(part).items()})
+            metrics.update({f'{group}/{k}': v for k, v in self._apply(group, opt, part).items()})
         self.step.assign_add(1)
         return metrics
+
+    def _apply(self, group, opt, grads):
+        """opt.apply(grads), or from the group's start on only (the metrics of a held update: its
+        gradient norm and learning rate 0)."""
+        if group not in self.start:
+            return opt.apply(grads)
+
+        def hold():
+            norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads])
+            return {'grad_norm': norm, 'lr': tf.constant(0.0)}
+
+        return tf.cond(self.step >= self.start[group], lambda: opt.apply(grads), hold)

@@ -542,6 +542,25 @@ def test_module_optimizers_give_each_group_its_own_slice():
         opts.apply([f32([0.5, -2.0])])
 
 
+def test_module_optimizers_hold_a_group_until_its_start():
+    # run.actor_after: the actor's Adam makes no step before update 2, then its first step is a fresh
+    # Adam's first step (bias correction at t = 1), not one corrected for the held updates.
+    a, b = tf.Variable([1.0]), tf.Variable([3.0])
+    opts = optim.ModuleOptimizers({'model': ([a], optim.Adam([a], lr=0.1, eps=1e-7)),
+                                   'actor': ([b], optim.Adam([b], lr=0.001, eps=1e-7))},
+                                  start={'actor': 2})
+    actor_opt = opts.groups['actor'][1]
+    for _ in range(2):
+        metrics = opts.apply([f32([0.5]), f32([4.0])])
+        assert b.numpy()[0] == 3.0 and int(actor_opt.step.numpy()) == 0
+        assert float(actor_opt.m[0].numpy()[0]) == 0.0 and float(metrics['actor/lr'].numpy()) == 0.0
+        np.testing.assert_allclose(metrics['actor/grad_norm'].numpy(), 4.0, rtol=1e-6)
+    opts.apply([f32([0.5]), f32([4.0])])
+    step = 0.001 * 4.0 / (4.0 + 1e-7 / math.sqrt(0.001))          # lr g / (|g| + eps / sqrt(1 - beta2))
+    np.testing.assert_allclose(b.numpy(), [3.0 - step], rtol=1e-7)
+    assert int(actor_opt.step.numpy()) == 1 and int(opts.groups['model'][1].step.numpy()) == 3
+
+
 def test_v1_agent_uses_three_adams_with_spec_rates(v1_agent):
     opt = v1_agent.opt
     assert isinstance(opt, optim.ModuleOptimizers)

@@ -405,3 +405,24 @@ def test_the_paper_runs_config_loads_with_every_key():
     config = Config.from_file(path)
     assert set(config.flat()) >= set(configlib.load().flat())
     assert config.overlays == ('dmc_proprio', 'size1m') and config.rssm.deter == 512
+
+
+# The CPU demo overlay `small` (issue 14) may change model width and the update schedule only; what else
+# a version's `small` changes is a deviation from its paper, named in its config comment and the README.
+SMALL_MAY_CHANGE = re.compile(r'(rssm\.(deter|hidden|stoch|classes|blocks)|\w+\.(units|layers|depth)|'
+                              r'batch_size|batch_length|run\.\w+|opt\.warmup|jit)')
+SMALL_DEVIATIONS = {'dreamerv1': {'loss.rec'}}
+
+
+@pytest.mark.parametrize('version', ['dreamerv1', 'dreamerv2', 'dreamerv3', 'dreamerv3_2023'])
+@pytest.mark.parametrize('suite', ['gym', 'dmc_proprio'])
+def test_small_changes_only_width_and_schedule_except_named_deviations(version, suite):
+    paper = configlib._flatten(configlib.load(version, [suite]).to_dict())
+    small = configlib._flatten(configlib.load(version, [suite, 'small']).to_dict())
+    changed = {key for key in small if small[key] != paper[key]}
+    assert {'rssm.deter', 'batch_size', 'run.train_ratio'} <= changed
+    others = {key for key in changed if not SMALL_MAY_CHANGE.fullmatch(key)}
+    assert others == SMALL_DEVIATIONS.get(version, set()), others
+    text = (configlib.CONFIGS_DIR / f'{version}.yaml').read_text()
+    if version != 'dreamerv3_2023':                       # 2023 inherits dreamerv3's overlay and comment
+        assert 'NOT a paper setting' in text.split('\nsmall:')[0][-800:] + text.split('\nsmall:')[1][:800]

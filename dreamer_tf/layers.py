@@ -59,10 +59,13 @@ class BlockLinear(keras.layers.Layer):
         self.bias = self.add_weight((units,), 'zeros', name='bias')
         self.built = True  # BlockGRU reads the kernel without calling the layer.
 
-    def call(self, x):
+    def call(self, x, block_major=False):
+        """[N, in] -> [N, units]; `block_major`: [G, N, in/G] -> [G, N, units/G], the matmul's own layout."""
+        kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
+        if block_major:
+            return tf.einsum('gni,gio->gno', x, kernel) + tf.reshape(bias, [self.blocks, 1, -1])
         x = tf.reshape(x, [-1, self.blocks, x.shape[-1] // self.blocks])            # [N, G, in/G]
-        x = tf.einsum('ngi,gio->ngo', x, tf.cast(self.kernel, x.dtype))
-        return tf.reshape(x, [-1, self.units]) + tf.cast(self.bias, x.dtype)       # [N, units]
+        return tf.reshape(tf.einsum('ngi,gio->ngo', x, kernel), [-1, self.units]) + bias  # [N, units]
 
 
 def _rms_norm(x, eps):

@@ -81,9 +81,7 @@ class BlockGRU(keras.layers.Layer):
         """The gates layer and `gru_update` block-major, [G, B, .]: the batched matmul writes that layout, and
         XLA's CPU code for the gate nonlinearities ran 15 % slower reading it transposed. Same values."""
         major = lambda v: tf.transpose(self._group(v), [1, 0, 2])       # noqa: E731  [B, n] -> [G, B, n/G]
-        kernel = tf.cast(self.gates.kernel, x.dtype)                    # [G, deter/G, 3 * deter/G]
-        bias = tf.reshape(tf.cast(self.gates.bias, x.dtype), [self.blocks, 1, -1])
-        parts = tf.einsum('gni,gio->gno', major(x), kernel) + bias       # [G, B, 3 * deter/G]
+        parts = self.gates(major(x), block_major=True)                  # [G, B, 3 * deter/G]
         out = gru_update(*tf.split(parts, 3, -1), major(deter))          # [G, B, deter/G]
         return self._flat(tf.transpose(out, [1, 0, 2]))                 # [B, deter]
 

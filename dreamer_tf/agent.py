@@ -61,15 +61,22 @@ class Agent(tf.Module):
             self.weights_by_path.update(named)
 
     def _optimizer(self, opt):
-        """One Adam per module, or one LaProp over every variable."""
+        """One Adam per module, or one LaProp over every variable (one per module with run.actor_after)."""
+        start = {'actor': self.config.run.actor_after}
         if opt.per_module:
             return ModuleOptimizers({name: (variables, Adam(variables, **opt[name], name=name))
-                                     for name, variables in self.var_groups.items()},
-                                    start={'actor': self.config.run.actor_after})
+                                     for name, variables in self.var_groups.items()}, start=start)
         if self.ac.rho < 1.0:
             raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
                              'per-module optimisers (opt.per_module: true)')
-        return LaProp(self.train_vars, opt.lr, opt.agc, opt.pmin, opt.beta1, opt.beta2, opt.eps, opt.warmup)
+        laprop = lambda variables, name='opt': LaProp(  # noqa: E731
+            variables, opt.lr, opt.agc, opt.pmin, opt.beta1, opt.beta2, opt.eps, opt.warmup, name=name)
+        if not start['actor']:
+            return laprop(self.train_vars)
+        # LaProp is per variable, so one per module updates model and critic as the single one does; the
+        # actor's is held as the Adams are: no step, moment or step count (bias correction, warm-up) moves.
+        return ModuleOptimizers({name: (variables, laprop(variables, name))
+                                 for name, variables in self.var_groups.items()}, start=start)
 
     # -- acting -------------------------------------------------------------------------------
 

@@ -128,7 +128,8 @@ class Adam(tf.Module):
 
 
 class ModuleOptimizers(tf.Module):
-    """One optimiser per module (V1, V2, V3 2023: model, actor, critic), seen as one optimiser.
+    """One optimiser per module (V1, V2, V3 2023: model, actor, critic; V3 with run.actor_after: a LaProp
+    each), seen as one optimiser.
 
     `groups` maps a name to (variables, optimiser); `apply` slices the gradients of `params` (the
     groups' variables in order) per optimiser and names the metrics `<group>/<metric>`.
@@ -157,12 +158,12 @@ class ModuleOptimizers(tf.Module):
 
     def _apply(self, group, opt, grads):
         """opt.apply(grads), or from the group's start on only (the metrics of a held update: its
-        gradient norm and learning rate 0)."""
+        gradient norm, and 0 for the others, learning rate and LaProp's clipped norm: nothing applied)."""
         if group not in self.start:
             return opt.apply(grads)
 
         def hold():
             norm = tf.linalg.global_norm([tf.cast(g, tf.float32) for g in grads])
-            return {'grad_norm': norm, 'lr': tf.constant(0.0)}
+            return {k: norm if k == 'grad_norm' else tf.constant(0.0) for k in opt.metric_names}
 
         return tf.cond(self.step >= self.start[group], lambda: opt.apply(grads), hold)

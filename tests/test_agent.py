@@ -214,6 +214,21 @@ def test_slow_critic_is_an_ema_of_the_critic(trained):
     assert not slow_ids & {id(v) for v in agent.train_vars}
 
 
+def test_laprop_holds_the_actor_for_run_actor_after_updates():
+    # run.actor_after with the LaProp optimiser (it was silently ignored): the actor's weights stay as
+    # they are for 2 updates, the model and the critic move from the first (warm-up 0 so they can).
+    obs_space, act_space = SETUPS['vector-continuous']
+    agent = Agent(CONFIG.update({'run.actor_after': 2, 'opt.warmup': 0}), obs_space, act_space)
+    grads = [tf.ones_like(v) for v in agent.train_vars]
+    for update in (1, 2, 3):
+        before = {name: snapshot(variables) for name, variables in agent.var_groups.items()}
+        agent.apply_gradients(grads)
+        moved = {name: any(not np.array_equal(x, y) for x, y in zip(snapshot(variables), before[name]))
+                 for name, variables in agent.var_groups.items()}
+        assert moved == {'model': True, 'actor': update == 3, 'critic': True}, (update, moved)
+    assert int(agent.opt.step.numpy()) == 3
+
+
 # ---------------------------------------------------------------------------------------------
 # Agent: acting and bookkeeping
 # ---------------------------------------------------------------------------------------------

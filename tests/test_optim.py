@@ -183,6 +183,37 @@ def test_laprop_reports_clipped_norm_and_rejects_wrong_count():
         opt.apply([f32([1.0, 1.0]), f32([1.0])])
 
 
+def test_module_optimizers_hold_a_laprop_group_until_its_start():
+    # run.actor_after with LaProp (V3): one LaProp per module; the actor's makes no step and moves no
+    # moment or step count before update 2, then its first step is a fresh LaProp's first step (bias
+    # correction and warm-up from t = 1), as the Adams' test in test_versions.py. In a tf.function:
+    # the held branch must give the same metrics as LaProp's.
+    kw = dict(lr=0.25, agc=0.3, pmin=1e-3, beta1=0.9, beta2=0.999, eps=1e-20, warmup=0)
+    a, b, ref_a, ref_b = (tf.Variable([x]) for x in (1.0, 3.0, 1.0, 3.0))
+    opts = optim.ModuleOptimizers({'model': ([a], optim.LaProp([a], name='model', **kw)),
+                                   'actor': ([b], optim.LaProp([b], name='actor', **kw))},
+                                  start={'actor': 2})
+    ref_model, ref_actor = optim.LaProp([ref_a], **kw), optim.LaProp([ref_b], **kw)
+    apply, actor_opt = tf.function(opts.apply), opts.groups['actor'][1]
+    grads = [f32([0.5]), f32([4.0])]
+    for update in (1, 2, 3):
+        metrics = apply(grads)
+        ref_model.apply(grads[:1])
+        np.testing.assert_array_equal(a.numpy(), ref_a.numpy())      # the model steps from update 1
+        assert a.numpy()[0] != 1.0
+        if update < 3:
+            assert b.numpy()[0] == 3.0 and int(actor_opt.step.numpy()) == 0
+            assert actor_opt.mu[0].numpy()[0] == 0.0 and actor_opt.nu[0].numpy()[0] == 0.0
+            assert float(metrics['actor/lr']) == 0.0 and float(metrics['actor/grad_norm_clipped']) == 0.0
+            np.testing.assert_allclose(metrics['actor/grad_norm'].numpy(), 4.0, rtol=1e-6)
+    ref_actor.apply(grads[1:])
+    np.testing.assert_array_equal(b.numpy(), ref_b.numpy())
+    assert b.numpy()[0] != 3.0
+    assert int(actor_opt.step.numpy()) == 1 and int(opts.groups['model'][1].step.numpy()) == 3
+    assert int(opts.step.numpy()) == 3
+    assert set(metrics) == {f'{g}/{k}' for g in ('model', 'actor') for k in optim.LaProp.metric_names}
+
+
 # ---------------------------------------------------------------------------------------------
 # Dynamic loss scale (float16)
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 #   bash benchmarks/gpu_check.sh --dry-run   # the same steps at debug size on any machine (the test suite)
 #
 # It prints the device, the seconds per update of every benchmarks/train_speed.py case in float32 and
-# bfloat16, and the seconds per update and score of a few minutes of the DMC proprio cartpole_balance
-# paper command. Everything it writes goes under $GPU_CHECK_DIR (default /tmp/gpu_check).
+# bfloat16 (XLA as `jit: auto` decides: on, on a GPU), and the seconds per update and score of a few
+# minutes of the DMC proprio cartpole_balance paper command (with `auto`'s GPU choices: XLA, bfloat16).
+# Everything it writes goes under $GPU_CHECK_DIR (default /tmp/gpu_check).
 set -euo pipefail
 
 DRY_RUN=0

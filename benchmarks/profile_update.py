@@ -12,7 +12,8 @@ The pieces nest, so their differences are the parts of the update:
     grads                + every backward pass (what `Agent.compute_gradients` does)
     update               + the optimiser and the slow-critic EMA (`Agent.train_step`)
 
-Each piece is a tf.function with the case's XLA setting (or --jit), timed over --updates calls after
+Each piece is a tf.function with the case's XLA setting (`jit: auto` decided for this machine and the
+case's observations, as a run decides it; or --jit), timed over --updates calls after
 --warmup; wall seconds and process CPU seconds (both cores) are reported as medians.
 """
 
@@ -30,7 +31,7 @@ import train_speed  # noqa: E402  (fill_replay, TASKS)
 # --version, --jit (config/true/false), --set, --warmup, --updates and --out are train_speed's flags.
 FLAGS = flags.FLAGS
 flags.DEFINE_string('case', 'dmc_proprio:size1m', 'benchmark:size')
-flags.DEFINE_string('precision', 'float32', 'Compute precision.')
+flags.DEFINE_string('precision', 'float32', "Compute precision ('auto': the config's auto choice).")
 flags.DEFINE_integer('threads', 0, 'TensorFlow intra/inter-op threads (0: its default). With 1, CPU '
                      'seconds measure the work alone, even on a busy machine.')
 
@@ -85,15 +86,16 @@ def main(argv):
 
     from dreamer_tf import config as configlib
     from dreamer_tf import envs as envlib
-    from dreamer_tf.framework import make_agent, set_precision
+    from dreamer_tf.framework import make_agent, resolve_auto, set_precision
     from dreamer_tf.trainer import replay_batch
     benchmark, _, size = FLAGS.case.partition(':')
     overrides = [f'env.task={train_speed.TASKS[benchmark]}', f'precision={FLAGS.precision}']
     if FLAGS.jit in ('true', 'false'):
         overrides.append(f'jit={FLAGS.jit}')
     config = configlib.load(FLAGS.version, [benchmark] + ([size] if size else []), overrides + FLAGS.set)
-    set_precision(config.precision)
     env = envlib.make_env(config.env, config.seed)
+    config = resolve_auto(config, env.obs_space)     # as the trainer decides `auto`
+    set_precision(config.precision)
     rng = np.random.default_rng(config.seed)
     replay = train_speed.fill_replay(config, env, 2000, rng)
     env.close()

@@ -35,9 +35,11 @@ from absl import app, flags
 FLAGS = flags.FLAGS
 flags.DEFINE_list('cases', ['atari100k:size1m', 'atari100k:size12m', 'dmc_proprio:size1m'],
                   'benchmark:size pairs; the benchmark overlay sets the task below.')
-flags.DEFINE_list('precisions', ['float32', 'bfloat16'], 'Compute precisions to time.')
+flags.DEFINE_list('precisions', ['float32', 'bfloat16'], "Compute precisions to time ('auto': the "
+                  "config's auto choice for this machine).")
 flags.DEFINE_enum('jit', 'config', ['config', 'true', 'false', 'both'],
-                  "XLA for the train step: the config's choice, forced on/off, or both.")
+                  "XLA for the train step: the config's choice (jit: auto decided for this machine and "
+                  "the case's observations, as a run decides it), forced on/off, or both.")
 flags.DEFINE_string('version', 'dreamerv3', 'Agent version.')
 flags.DEFINE_list('set', [], 'Extra key=value overrides for every case.')
 flags.DEFINE_integer('warmup', 2, 'Updates run (and not timed) after compiling.')
@@ -163,15 +165,16 @@ def fill_replay(config, env, steps, rng):
 def run_case(case):
     from dreamer_tf import config as configlib
     from dreamer_tf import envs as envlib
-    from dreamer_tf.framework import make_agent, make_train_step, set_precision
+    from dreamer_tf.framework import make_agent, make_train_step, resolve_auto, set_precision
     from dreamer_tf.trainer import replay_batch
     overrides = [f'env.task={TASKS[case["benchmark"]]}', f'precision={case["precision"]}']
     if case['jit'] is not None:
         overrides.append(f'jit={case["jit"]}')
     overlays = [case['benchmark']] + ([case['size']] if case['size'] else [])
     config = configlib.load(case['version'], overlays, overrides + list(case['set']))
-    set_precision(config.precision)
     env = envlib.make_env(config.env, config.seed)
+    config = resolve_auto(config, env.obs_space)     # as the trainer decides `auto`
+    set_precision(config.precision)
     rng = np.random.default_rng(config.seed)
     replay = fill_replay(config, env, case['fill'], rng)
     env.close()
@@ -188,7 +191,7 @@ def run_case(case):
         start = time.perf_counter()
         train_step(batch)['loss/total'].numpy()
         times.append(time.perf_counter() - start)
-    result = dict(case, jit=bool(config.jit), params=agent.summary()['total'],
+    result = dict(case, jit=config.jit, precision=config.precision, params=agent.summary()['total'],
                   compile_s=compile_s, median_s=float(np.median(times)), min_s=float(np.min(times)),
                   max_s=float(np.max(times)), traces=int(train_step.experimental_get_tracing_count()))
     # Peak memory before the eager FLOP count, which holds its own intermediates.

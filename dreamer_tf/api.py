@@ -34,6 +34,9 @@ def make_config(version='dreamerv3', benchmark=None, overlays=(), **overrides):
     Overrides are dotted keys or nested dicts, checked like `--set`:
         make_config('dreamerv3', 'dmc_proprio', ['size1m'], **{'env.task': 'walker_walk'})
         make_config('dreamerv3', 'gym', run={'steps': 1000}, seed=1)
+
+    `jit` and `precision` stay `auto` (the default) here: `train` decides them for the machine and the
+    environment's observations when the run starts, and a resumed run keeps what its start decided.
     """
     overlays = [overlays] if isinstance(overlays, str) else list(overlays)
     return configlib.load(version, ([benchmark] if benchmark else []) + overlays, overrides)
@@ -131,10 +134,12 @@ def load(logdir, warn=print):
     if not checkpoints.list_checkpoints(directory):
         raise LoadError(f'{logdir} has no checkpoint in {directory}; train first (the trainer saves '
                         'every run.save_every env steps or run.save_minutes, and at the end of a run)')
-    framework.set_precision(config.precision)
     env = envlib.make_env(_local_env(config), config.seed, mode='eval')
     obs_space, act_space = env.obs_space, env.act_space
     env.close()
+    # The trainer saves decided values; only a config.yaml written by hand still says `auto`.
+    config = framework.resolve_auto(config, obs_space)
+    framework.set_precision(config.precision)
     agent = framework.make_agent(config, obs_space, act_space)   # as the trainer built it
     counters = trainerlib.Counters()
     restored = checkpoints.restore_newest(trainerlib.make_checkpoint(agent, counters), directory, warn)

@@ -17,7 +17,8 @@ import re
 
 import yaml
 
-from dreamer_tf.config_ranges import CHOICES, RANGES, value_choices, value_range, violation  # noqa: F401
+from dreamer_tf.config_ranges import (CHOICES, RANGES, is_switch, value_choices, value_range,  # noqa: F401
+                                     violation)
 
 # Shipped inside the package so that a non-editable `pip install .` finds them too.
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / 'configs'
@@ -240,6 +241,8 @@ def _coerce(key, value, default):
     """`value` converted to the type of `default`, or ConfigError naming key, value and type."""
     if default is None:
         return value  # A null default declares no type.
+    if is_switch(key):
+        return _switch(key, value)
     if isinstance(default, (list, tuple)):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"Config key '{key}': got {value!r} ({type(value).__name__}), expected a list")
@@ -256,6 +259,17 @@ def _coerce(key, value, default):
         raise ConfigError(
             f"Config key '{key}': got {value!r} ({type(value).__name__}), expected {kind.__name__}")
     return value
+
+
+def _switch(key, value):
+    """A switch's value (`jit`): a bool, or a string such as `auto` (check_ranges checks the choices);
+    the strings 'true' and 'false' become bools, so a quoted `'false'` never reads as on."""
+    if isinstance(value, str) and value.lower() in ('true', 'false'):
+        return value.lower() == 'true'
+    if isinstance(value, (bool, str)):
+        return value
+    raise ConfigError(f"Config key '{key}': got {value!r} ({type(value).__name__}), "
+                      f"expected one of {', '.join(value_choices(key))}")
 
 
 class _Schema:

@@ -41,9 +41,12 @@ def _table(text):
     return tuple((row.split()[0], tuple(row.split()[1:])) for row in text.strip().splitlines())
 
 
-# The allowed values of every choice (string) key but env.task: full-match pattern, then the values.
+# The allowed values of every choice (string) key but env.task: full-match pattern, then the values. A
+# key whose choices include `true` and `false` is a switch that also takes a string (config._coerce):
+# YAML's true/false are bools there, and `auto` is decided when a run starts (framework.resolve_auto).
 CHOICES = _table(r"""
-precision                   float32 bfloat16 float16
+precision                   auto float32 bfloat16 float16
+jit                         auto true false
 distribute\.strategy        none mirrored multi_worker
 env\.suite                  dmc gym atari crafter
 env\.obs                    proprio vision
@@ -81,6 +84,12 @@ def value_range(key):
 def value_choices(key):
     """The allowed values of a choice key, or None when any string goes."""
     return _first_match(CHOICES, key)
+
+
+def is_switch(key):
+    """Whether `key` is a switch that also takes strings: a bool, or one of its other choices (`auto`)."""
+    allowed = value_choices(key)
+    return bool(allowed) and {'true', 'false'} <= set(allowed)
 
 
 def violation(key, value):

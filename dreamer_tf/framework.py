@@ -1,7 +1,8 @@
 """The only module that knows devices: precision, loss scaling, tf.distribute replicas and XLA.
 
 The agent gets what it needs through its constructor (a loss scaling, a gather over the batch) and
-one `Agent.train_step` serves one device and many: `Replicas.run` is where they differ.
+one `Agent.train_step` serves one device and many: `Replicas.run` is where they differ. `jit: auto`
+and `precision: auto` are decided here too (`resolve_auto`, with dreamer_tf/hardware.py's rules).
 """
 
 import functools
@@ -10,15 +11,32 @@ import keras
 import tensorflow as tf
 
 from dreamer_tf import config as configlib
+from dreamer_tf import hardware
 from dreamer_tf.agent import Agent, Unscaled
 from dreamer_tf.optim import DynamicLossScale
 
 # Parameters, losses and distributions stay float32 in all three.
 PRECISIONS = {'float32': 'float32', 'bfloat16': 'mixed_bfloat16', 'float16': 'mixed_float16'}
 MEAN = tf.distribute.ReduceOp.MEAN
+# Keys whose `auto` is decided for the machine and the observations when a run starts (resolve_auto).
+AUTO_KEYS = ('jit', 'precision')
+
+
+def resolve_auto(config, obs_space, gpu=None, amx=None):
+    """`config` with `jit` a bool and `precision` a compute dtype: each `auto` decided for this machine
+    (a GPU, a CPU with AMX: dreamer_tf/hardware.py) and these observations (images: an `image` key in
+    `obs_space`). Explicit values pass through; `gpu` and `amx` default to what the machine has."""
+    if all(config[key] != 'auto' for key in AUTO_KEYS):
+        return config
+    gpu = hardware.has_gpu() if gpu is None else gpu
+    amx = hardware.has_amx() if amx is None else amx
+    return config.update({'jit': hardware.resolve_jit(config.jit, 'image' in obs_space, gpu),
+                          'precision': hardware.resolve_precision(config.precision, gpu, amx)})
 
 
 def set_precision(name):
+    if name == 'auto':
+        raise configlib.ConfigError("precision 'auto' is decided by framework.resolve_auto first")
     if name not in PRECISIONS:
         raise configlib.ConfigError(f"precision '{name}' is not one of {sorted(PRECISIONS)}")
     keras.mixed_precision.set_global_policy(PRECISIONS[name])
@@ -142,11 +160,17 @@ def make_train_step(agent, config, strategy=None):
     """The compiled update: loss, gradients and optimiser step in one function."""
     replicas = make_replicas(strategy)
     step = functools.partial(agent.train_step, run=replicas.run)
-    return tf.function(step, jit_compile=config.jit and replicas.compiles)
+    return tf.function(step, jit_compile=_jit(config) and replicas.compiles)
 
 
 def make_policy(agent, config):
-    return tf.function(agent.policy, jit_compile=config.jit)
+    return tf.function(agent.policy, jit_compile=_jit(config))
+
+
+def _jit(config):
+    if not isinstance(config.jit, bool):
+        raise configlib.ConfigError(f"jit {config.jit!r} is decided by framework.resolve_auto first")
+    return config.jit
 
 
 def device_name(strategy):

@@ -5,6 +5,10 @@ benchmarks/train_speed.py measured: XLA for vector observations but not for imag
 convolutions ran about 5x slower than oneDNN's), and float32, since bfloat16 ran slower than float32
 on CPUs without AMX. bfloat16 is chosen on a CPU with AMX, where its matmuls are native (not measured
 here: no AMX machine has been lent).
+
+`jit: auto` and `precision: auto` are the defaults (configs/base.yaml). framework.resolve_auto applies
+these rules when a run starts; the trainer saves the decision in the logdir's config.yaml, and a resumed
+run keeps it (trainer.check_logdir_config).
 """
 
 import functools

@@ -19,15 +19,19 @@ from dreamer_tf import dream
 from dreamer_tf import envs as envlib
 from dreamer_tf.checkpoints import NonFiniteError
 from dreamer_tf.driver import Driver, eval_scores, policy_batch, random_actions
-from dreamer_tf.framework import (device_name, make_agent, make_policy, make_replicas, make_strategy,
-                                  make_train_step, set_precision, worker_index)
+from dreamer_tf.framework import (AUTO_KEYS, device_name, make_agent, make_policy, make_replicas,
+                                  make_strategy, make_train_step, resolve_auto, set_precision, worker_index)
 from dreamer_tf.logger import FPS, Logger, Progress
 from dreamer_tf.replay import Replay
 from dreamer_tf.results import plots
 from dreamer_tf.schedules import Clock, Every, Ratio
 
-# Keys a resumed run may change without --override_config: the budget and bookkeeping, not learning.
-RESUMABLE_KEYS = ('run.steps', 'run.log_every', 'run.save_every', 'run.save_minutes', 'run.keep_checkpoints')
+# Keys a resumed run may change without --override_config: the budget and bookkeeping, not learning, and
+# XLA: with or without it an update is the same function of weights, batch and keys (README "Reproducible
+# noise"), so a run moved to another machine may switch it (`--set jit=true`). A `jit: auto` still keeps
+# the saved choice (check_logdir_config). Precision changes the math, so it is not here.
+RESUMABLE_KEYS = ('run.steps', 'run.log_every', 'run.save_every', 'run.save_minutes', 'run.keep_checkpoints',
+                  'jit')
 
 
 def replay_batch(replay, size, rng):
@@ -73,22 +77,27 @@ def checkpoint_state(agent):
 class Trainer:
 
     def __init__(self, config, logdir, override_config=False):
-        self.config = config
         self.logdir = os.path.abspath(os.path.expanduser(logdir))
         os.makedirs(self.logdir, exist_ok=True)
-        check_logdir_config(config, self.logdir, override_config)
+        self.auto = tuple(key for key in AUTO_KEYS if config[key] == 'auto')   # marked in the banner
+        # A resumed run takes its saved jit and precision where this config says auto.
+        config = check_logdir_config(config, self.logdir, override_config)
         # Multi-worker clusters must be set up before TensorFlow runs anything else.
         self.strategy = make_strategy(config)
         self.replicas = make_replicas(self.strategy)
         seed = invocation_seed(config.seed, os.path.join(self.logdir, 'replay'))
         seed += 100_003 * worker_index(self.strategy)      # each worker collects its own data
         seed_everything(seed, config.deterministic)
-        set_precision(config.precision)
         self.rng = np.random.default_rng(seed)
         env_cfg, run = config.env, config.run
         self.envs = [envlib.make_env(env_cfg, seed + i) for i in range(env_cfg.num_envs)]
         self.eval_env = envlib.make_env(env_cfg, seed + 10_000, mode='eval')
         self.act_space = self.envs[0].act_space
+        # The rest of `auto` decided once, for this machine and these observations; config.yaml holds
+        # the decision, which every resume keeps.
+        self.config = config = resolve_auto(config, self.envs[0].obs_space)
+        config.save(os.path.join(self.logdir, 'config.yaml'))
+        set_precision(config.precision)
         self.replay = Replay(config.batch_length + config.replay_context, config.replay.capacity,
                              os.path.join(self.logdir, 'replay') if config.replay.persist else None,
                              seed=seed, prioritize_ends=config.replay.prioritize_ends)
@@ -143,7 +152,7 @@ class Trainer:
 
     def run(self):
         """Train to run.steps. A SIGTERM or SIGINT stops it early, saved: `stopped_by` names the signal."""
-        print(banner(self.config, self.strategy, self.agent, self.logdir), flush=True)
+        print(banner(self.config, self.strategy, self.agent, self.logdir, self.auto), flush=True)
         self.restore()
         self.clock = time.monotonic()     # wall-clock counts training, not start-up
         self.save_clock.reset()
@@ -294,13 +303,18 @@ class Trainer:
         return grid
 
 
-def banner(config, strategy, agent, logdir):
-    """The one line a run prints before its progress: what runs, on what, and where it writes."""
+def banner(config, strategy, agent, logdir, auto=()):
+    """The one line a run prints before its progress: what runs, on what, and where it writes.
+
+    `config` holds the decided precision and jit; the keys named in `auto` are marked `(auto)`."""
     params = agent.summary()['total']     # trainable, as the papers count (no slow critic)
     benchmark = config.overlays[0] if config.overlays else config.env.suite
+
+    def chosen(key, text):
+        return f'{text} (auto)' if key in auto else text
     return (f'dreamer_tf {__version__} | {config.version} {benchmark} {config.env.task} | '
-            f'{device_name(strategy)} | {config.precision} | XLA {"on" if config.jit else "off"} | '
-            f'{params:,} parameters | {logdir}')
+            f'{device_name(strategy)} | {chosen("precision", config.precision)} | '
+            f'{chosen("jit", "XLA on" if config.jit else "XLA off")} | {params:,} parameters | {logdir}')
 
 
 def seed_everything(seed, deterministic=False):
@@ -345,13 +359,20 @@ def stop_signals():
 
 
 def check_logdir_config(config, logdir, override=False):
-    """Save config.yaml, or refuse to reuse a logdir whose saved config differs in learning keys.
+    """The config to continue `logdir` with; refuses a logdir whose saved config differs in learning keys.
 
-    With `override` the new config replaces the saved one, which is kept as config.<time>.yaml.
+    `auto` means decided once, when the run starts: a key of AUTO_KEYS (jit, precision) that is `auto`
+    in `config` takes the saved config's value, so a run started on a CPU keeps its precision when it
+    is resumed on a GPU. An explicit value that differs from the saved one is a difference. With
+    `override` the new config replaces the saved one, which is kept as config.<time>.yaml. The caller
+    saves the config it runs (the Trainer, once it has decided the remaining `auto`s).
     """
     path = os.path.join(logdir, 'config.yaml')
     if os.path.exists(path):
         saved = configlib.Config.from_file(path).flat()
+        decided = {key: saved[key] for key in AUTO_KEYS
+                   if config[key] == 'auto' and saved.get(key, 'auto') != 'auto'}
+        config = config.update(decided) if decided else config
         new = config.flat()
         # A key the saved config lacks is newer than the run, which resumes with its default.
         diff = sorted(k for k in saved if saved.get(k) != new.get(k) and k not in RESUMABLE_KEYS)
@@ -364,7 +385,7 @@ def check_logdir_config(config, logdir, override=False):
             backup = os.path.join(logdir, time.strftime('config.%Y%m%dT%H%M%S.yaml'))
             os.replace(path, backup)
             print(f'warning: overriding the config of {logdir} ({details}); the old one is {backup}')
-    config.save(path)
+    return config
 
 
 def train(config, logdir):

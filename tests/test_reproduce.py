@@ -85,8 +85,8 @@ def test_script_runs_and_resumes(script, tmp_path):
 # What a new user must not see: TensorFlow, absl, CUDA or Keras messages, native or from Python.
 NOISE = re.compile(r'tensorflow|absl|cuda|cudnn|cublas|cufft|onednn|keras|UserWarning', re.IGNORECASE)
 PROGRESS = re.compile(r'[\d,]+/[\d,]+ env steps \| .* env steps/s.* \| ETA ')
-BANNER = re.compile(r'dreamer_tf \S+ \| dreamerv3 gym CartPole-v1 \| .+ \| float32 \| XLA (on|off) \| '
-                    r'[\d,]+ parameters \| ')
+BANNER = re.compile(r'dreamer_tf \S+ \| dreamerv3 gym CartPole-v1 \| .+ \| (float32|bfloat16) \(auto\) \| '
+                    r'XLA off \| [\d,]+ parameters \| ')   # precision auto; the debug overlay's jit: false
 
 
 def run_quickstart(logdir, steps):

@@ -5,6 +5,8 @@ DreamerV3 give model, actor and critic their own Adam, each differentiating only
 actor's dynamics-backprop gradient moves the actor alone.
 """
 
+import functools
+
 import tensorflow as tf
 
 from dreamer_tf import nets, ops
@@ -69,13 +71,13 @@ class Agent(tf.Module):
         if self.ac.rho < 1.0:
             raise ValueError('dynamics-backprop actor gradients (behavior.actor_grad_* < 1) need '
                              'per-module optimisers (opt.per_module: true)')
-        laprop = lambda variables, name='opt': LaProp(  # noqa: E731
-            variables, opt.lr, opt.agc, opt.pmin, opt.beta1, opt.beta2, opt.eps, opt.warmup, name=name)
+        laprop = functools.partial(LaProp, lr=opt.lr, agc=opt.agc, pmin=opt.pmin, beta1=opt.beta1,
+                                   beta2=opt.beta2, eps=opt.eps, warmup=opt.warmup)
         if not start['actor']:
             return laprop(self.train_vars)
         # LaProp is per variable, so one per module updates model and critic as the single one does; the
         # actor's is held as the Adams are: no step, moment or step count (bias correction, warm-up) moves.
-        return ModuleOptimizers({name: (variables, laprop(variables, name))
+        return ModuleOptimizers({name: (variables, laprop(variables, name=name))
                                  for name, variables in self.var_groups.items()}, start=start)
 
     # -- acting -------------------------------------------------------------------------------

@@ -8,7 +8,8 @@ The pieces nest, so their differences are the parts of the update:
     replay sample        host: sample a batch from the replay and add its keys
     observe              world-model loss forward: encoder, observe scan, decoder/reward/continue heads
     world-model grads    the same with its backward pass
-    loss                 + imagination rollout, returns, actor / critic / slow-critic forward
+    imagination          + the imagination rollout from every posterior state (core, prior, acting policy)
+    loss                 + the heads on the imagined states, returns, actor / critic / slow-critic losses
     grads                + every backward pass (what `Agent.compute_gradients` does)
     update               + the optimiser and the slow-critic EMA (`Agent.train_step`)
 
@@ -53,6 +54,8 @@ def pieces(agent):
     """name -> function of a batch returning one scalar, each containing the previous one."""
     import tensorflow as tf
 
+    from dreamer_tf import ops
+
     def observe(data):
         data = dict(data)
         key = data.pop('key')
@@ -64,6 +67,16 @@ def pieces(agent):
             loss = observe(data)
         return tf.linalg.global_norm(tape.gradient(loss, agent.wm.trainable_variables))
 
+    def imagination(data):
+        data = dict(data)
+        key = data.pop('key')
+        with tf.GradientTape() as tape:
+            losses, post, _ = agent.wm.loss(data, key=ops.fold_in(key, 1))
+            loss = tf.add_n([tf.reduce_mean(v) for v in losses.values()])
+        norm = tf.linalg.global_norm(tape.gradient(loss, agent.wm.trainable_variables))
+        feat, actions = agent.ac.imagine(agent.wm.rssm, post, ops.fold_in(key, 2))
+        return norm + tf.reduce_mean(feat) + tf.reduce_mean(actions)    # keeps the rollout alive
+
     def loss(data):
         return agent.loss(data)[0]
 
@@ -73,8 +86,8 @@ def pieces(agent):
     def update(data):
         return agent.train_step(data)['loss/total']
 
-    return {'observe': observe, 'world-model grads': wm_grads, 'loss': loss, 'grads': grads,
-            'update': update}
+    return {'observe': observe, 'world-model grads': wm_grads, 'imagination': imagination, 'loss': loss,
+            'grads': grads, 'update': update}
 
 
 def main(argv):

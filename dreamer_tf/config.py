@@ -24,6 +24,9 @@ from dreamer_tf.config_ranges import (CHOICES, RANGES, is_switch, value_choices,
 CONFIGS_DIR = pathlib.Path(__file__).resolve().parent / 'configs'
 BASE = 'base'  # configs/base.yaml: the schema every version file overlays; not a version
 _RESERVED = ('defaults', 'inherit')  # top-level names of a version file that are not overlays
+# Files whose `defaults` are a whole schema of their own, not an overlay of base.yaml: Dreamer 4 shares no
+# key with V1-V3 and is no agent of their trainer, so available_versions() leaves it out.
+STANDALONE = ('dreamer4',)
 
 # Characters that never occur in a plain dotted key, so their presence marks a key as a regex.
 _REGEX_CHARS = re.compile(r'[*+?\[\](){}|^$\\]')
@@ -171,7 +174,7 @@ class Config(collections.abc.Mapping):
 def _saved_defaults(version, overlays):
     """The current resolved config a saved one started from ({} for a version no file has)."""
     version = version or 'dreamerv3'  # configs saved before versions existed are V3's
-    if version not in available_versions():
+    if version not in (*available_versions(), *STANDALONE):
         return {}
     try:
         return load(version, overlays).to_dict()
@@ -369,7 +372,7 @@ def _layers(version, configs_dir, seen=()):
         raise ConfigError(f"Config version '{version}' inherits from itself")
     doc = _read_file(version, configs_dir)
     parent = doc.get('inherit')
-    defaults, overlays = _base_defaults(configs_dir), {}
+    defaults, overlays = ([] if version in STANDALONE else _base_defaults(configs_dir)), {}
     if parent:
         defaults, inherited = _layers(parent.get('version'), configs_dir, (*seen, version))
         for name in parent.get('overlays', ()):
@@ -388,7 +391,7 @@ def _layers(version, configs_dir, seen=()):
 
 def available_versions(configs_dir=None):
     paths = pathlib.Path(configs_dir or CONFIGS_DIR).glob('*.yaml')
-    return sorted(path.stem for path in paths if path.stem != BASE)
+    return sorted(path.stem for path in paths if path.stem not in (BASE, *STANDALONE))
 
 
 def available_overlays(version='dreamerv3', configs_dir=None):

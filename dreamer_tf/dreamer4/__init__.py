@@ -6,10 +6,11 @@ equations as pure functions), dynamics, agent (heads and losses), model (builds 
 Tensors are batch-major, [B, T, ...], as in the rest of the library.
 """
 
-from dreamer_tf.dreamer4.agent import AgentHeads, bc_loss, categorical_kl, mtp_targets, pmpo_loss
+from dreamer_tf.dreamer4.agent import (AgentHeads, bc_loss, categorical_kl, mtp_bc_loss, mtp_targets,
+                                      pmpo_loss)
 from dreamer_tf.dreamer4.dynamics import Dynamics
 from dreamer_tf.dreamer4.model import build
 from dreamer_tf.dreamer4.tokenizer import Tokenizer
 
-__all__ = ['AgentHeads', 'Dynamics', 'Tokenizer', 'bc_loss', 'build', 'categorical_kl', 'mtp_targets',
-           'pmpo_loss']
+__all__ = ['AgentHeads', 'Dynamics', 'Tokenizer', 'bc_loss', 'build', 'categorical_kl', 'mtp_bc_loss',
+           'mtp_targets', 'pmpo_loss']

@@ -46,6 +46,16 @@ def bc_loss(logp, valid, labelled):
     return -masked_mean(logp, valid[None] * labelled)
 
 
+def mtp_bc_loss(logits, actions, action_mask):
+    """Multi-token BC: logits [B, T, L, A] of a_{t+1..t+L}, one-hot actions [B, T, A], action_mask [B, T]
+    (1: the action is labelled) -> scalar mean of -log pi over the labelled targets inside the sequence."""
+    horizon = logits.shape[2]
+    targets, valid = mtp_targets(tf.cast(actions, tf.float32), horizon, 1)    # [B, T, L, A]
+    labelled, _ = mtp_targets(tf.cast(action_mask, tf.float32), horizon, 1)  # [B, T, L]
+    logp = tf.reduce_sum(targets * tf.nn.log_softmax(tf.cast(logits, tf.float32), -1), -1)
+    return bc_loss(logp, valid, labelled)
+
+
 def pmpo_loss(logp, advantage, kl, alpha=0.5, beta=0.3):
     """PMPO (Dreamer 4): the sign of the advantage splits states into D+ (A >= 0) and D- (A < 0),
 
@@ -93,10 +103,7 @@ class AgentHeads(keras.layers.Layer):
 
     def bc_loss(self, feat, actions, action_mask):
         """feat [B, T, D], one-hot actions [B, T, A], action_mask [B, T] (1: labelled) -> scalar."""
-        targets, valid = mtp_targets(tf.cast(actions, tf.float32), self.horizon, 1)    # [B, T, L, A]
-        labelled, _ = mtp_targets(tf.cast(action_mask, tf.float32), self.horizon, 1)  # [B, T, L]
-        logp = tf.reduce_sum(targets * tf.nn.log_softmax(self.policy_logits(feat), -1), -1)
-        return bc_loss(logp, valid, labelled)
+        return mtp_bc_loss(self.policy_logits(feat), actions, action_mask)
 
     def reward_loss(self, feat, rewards):
         """-mean log p(r_{t+n} | h_t) over targets inside the sequence: feat [B, T, D], rewards [B, T]."""

@@ -44,9 +44,18 @@ def mask_patches(tokens, mask, mask_token):
     return tf.where(mask[..., None], tf.cast(mask_token, tokens.dtype), tokens)
 
 
+# TensorFlow's float32 tanh (Eigen's rational approximation) returns exactly 1 from x = 7.91 on; at 7 it
+# returns 1 - 1.7e-6, safely below 1 whatever kernel computes it.
+BOTTLENECK_CLIP = 7.0
+
+
 def bottleneck(x):
-    """The paper's bottleneck squash: z = tanh(x), so |z| < 1 for every input (continuous, no VQ)."""
-    return tf.tanh(x)
+    """The paper's bottleneck squash z = tanh(x): continuous and bounded, no VQ, no KL.
+
+    Inputs are clipped to [-7, 7] first so that |z| < 1 holds in float32 for every input (tanh's slope
+    there is 3e-6, so the clip costs no gradient that matters).
+    """
+    return tf.tanh(tf.clip_by_value(x, -BOTTLENECK_CLIP, BOTTLENECK_CLIP))
 
 
 def image_gradients(x):

@@ -372,3 +372,12 @@ def test_one_gradient_step_lowers_each_loss(config):
         return net.heads.bc_loss(feat, actions, mask) + net.heads.reward_loss(feat, rewards)
     before, after = one_step_lowers(heads_loss, net.heads.trainable_variables)
     assert after < before, (before, after)
+
+
+def test_a_seed_repeats_the_losses_and_none_draws_a_fresh_one(model, config):
+    frames, actions = frames_of(config), actions_of(config)
+    z = model.tokenizer.encode(frames)
+    losses = (lambda s: model.tokenizer.loss(frames, s)[0], lambda s: model.dynamics.loss(z, actions, s)[0])
+    for loss in losses:
+        assert float(loss(SEED)) == float(loss(SEED))
+        assert float(loss(None)) != float(loss(None))

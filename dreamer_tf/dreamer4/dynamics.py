@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from dreamer_tf.dreamer4 import shortcut
+from dreamer_tf.dreamer4.tokenizer import stateless_seed
 from dreamer_tf.dreamer4.transformer import Transformer
 from dreamer_tf.layers import Linear
 
@@ -67,18 +68,21 @@ class Dynamics(keras.layers.Layer):
         x = self.transformer(tokens, hidden=1)
         return self.x_out(x[:, :, FIXED_TOKENS:-1]), x[:, :, -1]
 
-    def loss(self, latents, actions, seed, action_mask=None):
+    def loss(self, latents, actions, seed=None, action_mask=None):
         """Shortcut forcing on clean tokenizer latents [B, T, L, Db] and actions [B, T, A].
 
         Returns (scalar loss, metrics, agent features [B, T, D] of the noisy forward pass).
         """
         x = sg_float(latents)
-        d_seed, tau_seed, noise_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 3))
+        seeds = tf.random.experimental.stateless_split(stateless_seed(seed), 3)
+        d_seed, tau_seed, noise_seed = tf.unstack(seeds)
         d = shortcut.sample_step_sizes(tf.shape(x)[:2], self.k_max, d_seed)
         tau = shortcut.sample_signal_levels(d, tau_seed)
         z = shortcut.corrupt(x, tf.random.stateless_normal(tf.shape(x), noise_seed), tau)
         x_pred, agent = self(z, tau, d, actions, action_mask)
 
+        # The bootstrap reruns every frame at half steps; the flow frames' (d = d_min) results are
+        # discarded by shortcut_loss, but they stay the causal context of the frames after them.
         def denoise(z_, tau_, d_):
             return self(z_, tau_, d_, actions, action_mask)[0]
         target = shortcut.bootstrap_target(denoise, z, tau, d)
@@ -94,7 +98,7 @@ class Dynamics(keras.layers.Layer):
         ones = tf.ones(tf.shape(latents)[:2])
         return self(latents, ones, ones / self.k_max, actions, action_mask)[1]
 
-    def generate(self, context, actions, steps, seed, action_mask=None):
+    def generate(self, context, actions, steps, seed=None, action_mask=None):
         """The next frame's latent [B, L, Db] from clean context [B, T, L, Db] and actions [B, T + 1, A]
         (the last one leads to the new frame), in `steps` shortcut steps (a power of two <= K_max).
 
@@ -104,7 +108,7 @@ class Dynamics(keras.layers.Layer):
             raise ValueError(f'steps must be a power of two <= {self.k_max}, got {steps}')
         context = tf.cast(context, tf.float32)
         shape = tf.shape(context)
-        noise = tf.random.stateless_normal([shape[0], 1, shape[2], context.shape[3]], seed)
+        noise = tf.random.stateless_normal([shape[0], 1, shape[2], context.shape[3]], stateless_seed(seed))
         ones = tf.ones([shape[0], context.shape[1]])
 
         def denoise(z, tau, d):

@@ -33,6 +33,14 @@ def unpatchify(patches, patch, height, width):
     return tf.reshape(x, [-1, length, height, width, channels])
 
 
+def stateless_seed(seed=None):
+    """`seed` [2] int32 as given, or (None) a fresh one from TF's global generator: a trainer that passes
+    seeds gets repeatable masks and noise, one that does not still gets new ones every call."""
+    if seed is None:
+        return tf.random.uniform([2], maxval=2 ** 31 - 1, dtype=tf.int32)
+    return tf.cast(seed, tf.int32)
+
+
 def drop_mask(shape, rate, seed):
     """Masked-autoencoding mask: True where a patch is dropped, each with probability `rate` ([B, T, 1] or
     scalar, broadcast against `shape` [B, T, P]). Stateless: one `seed` [2] gives one mask."""
@@ -133,14 +141,14 @@ class Tokenizer(keras.layers.Layer):
         patches = self.to_patch(x[:, :, :self.num_patches])
         return unpatchify(patches, self.patch, *self.image)
 
-    def loss(self, frames, seed):
+    def loss(self, frames, seed=None):
         """MSE + perceptual * structural of the reconstruction of masked frames.
 
         Each frame drops its patches with its own rate ~ U(0, mask_max) (the paper: up to 0.9), so the
         tokenizer also learns to encode frames seen in full. frames [B, T, H, W, C] -> (scalar, metrics).
         """
         frames = tf.cast(frames, tf.float32)
-        rate_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        rate_seed, mask_seed = tf.unstack(tf.random.experimental.stateless_split(stateless_seed(seed), 2))
         shape = [tf.shape(frames)[0], frames.shape[1]]
         rate = tf.random.stateless_uniform([*shape, 1], rate_seed, maxval=self.mask_max)
         mask = drop_mask([*shape, self.num_patches], rate, mask_seed)

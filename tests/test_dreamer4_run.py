@@ -136,3 +136,28 @@ def test_debug_run_end_to_end_and_resume(tmp_path):
     new_rows = [json.loads(line) for line in (logdir / 'metrics.jsonl').read_text().splitlines()][len(rows):]
     assert [set(row) - {'step'} for row in new_rows] == [
         {'eval/rl/return', 'eval/rl/return_min', 'eval/rl/return_max', 'eval/rl/seconds'}]
+
+
+def test_rollout_shapes_and_losses_leave_the_world_model_alone():
+    import keras
+
+    from dreamer_tf import config as configlib
+    from dreamer_tf.dreamer4 import build
+    config = configlib.load('dreamer4', ['debug'])
+    keras.utils.set_random_seed(0)
+    nets = build(config)
+    value = imagine.ValueHead(config.dynamics.dim, 1, 8, config.heads.bins)
+    latents = nets.tokenizer.encode(tf.random.uniform([2, 2, *config.tokenizer.image, 3]))
+    actions = tf.one_hot([[0, 1], [2, 3]], config.actions)
+    feats, taken, rewards = imagine.rollout(nets.dynamics, nets.heads, latents, actions, tf.ones([2, 2]),
+                                            3, 4, tf.constant([1, 2]))
+    assert feats.shape == (2, 4, config.dynamics.dim) and taken.shape == (2, 3, config.actions)
+    assert rewards.shape == (2, 3)
+    variables = nets.dynamics.trainable_variables + nets.heads.policy_out.trainable_variables
+    with tf.GradientTape() as tape:
+        policy, critic, _ = imagine.imagination_losses(nets.heads, nets.heads, value, feats, taken, rewards,
+                                                       0.9, 0.95, 0.5, 0.3)
+    grads = tape.gradient(policy, variables)
+    count = len(nets.dynamics.trainable_variables)
+    assert all(g is None for g in grads[:count])              # the world model is frozen
+    assert all(g is not None for g in grads[count:])          # the policy learns

@@ -30,6 +30,8 @@ SMOKE = {
     'dmc_vision': ['--task=cartpole_balance', '--steps=260', '--set', 'env.time_limit=50'],
     'crafter': ['--task=all', '--seeds=0', '--steps=260', '--set', 'env.time_limit=50'],
 }
+# Scripts that do not run the Trainer, with the test file that runs them end to end and resumes them.
+OWN_TESTS = {'dreamer4': 'tests/test_dreamer4_run.py'}
 
 
 def run_script(script, logdir, *args, timeout=600):
@@ -52,7 +54,9 @@ def check_curves_png(logdir):
 
 
 def test_every_script_has_a_smoke_task():
-    assert {s.stem for s in SCRIPTS} == set(TASKS) | set(SMOKE), 'add a cheap task for each new script'
+    assert {s.stem for s in SCRIPTS} == set(TASKS) | set(SMOKE) | set(OWN_TESTS), \
+        'add a cheap task for each new script'
+    assert all((ROOT / path).exists() for path in OWN_TESTS.values())
 
 
 @pytest.mark.parametrize('script', [s for s in SCRIPTS if s.stem in TASKS],

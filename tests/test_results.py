@@ -321,6 +321,15 @@ def test_record_run_writes_csv_and_png_and_replots_from_the_csv_alone(tmp_path):
     result = subprocess.run(script + [f'--csv={alone}', '--steps=100000'], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert matplotlib.image.imread(alone.with_suffix('.png')).ndim == 3
+    # An earlier run's record (its logdir lost with a machine) is found by name and drawn too.
+    earlier = tmp_path / 'clone' / 'earlier' / '1' / csv_path.name
+    earlier.parent.mkdir(parents=True)
+    earlier.write_bytes(csv_path.read_bytes())
+    (tmp_path / 'clone' / 'earlier' / 'notes').mkdir()
+    assert plots.earlier_records(alone) == [earlier]
+    plain = matplotlib.image.imread(alone.with_suffix('.png'))
+    with_earlier = matplotlib.image.imread(plots.record_figure(alone, tmp_path / 'e.png', end=100000))
+    assert plain.shape == with_earlier.shape and np.abs(plain - with_earlier).max() > 0.1
     bad = tmp_path / 'cartpole.csv'
     bad.write_bytes(csv_path.read_bytes())
     result = subprocess.run(script + [f'--csv={bad}'], capture_output=True, text=True)

@@ -30,6 +30,8 @@ from dreamer_tf import config as configlib
 from dreamer_tf.results import aggregate, curves, reference, summary
 from dreamer_tf.results import runs as runlib
 
+EARLIER = 'earlier'   # results/curves/earlier/<n>/: records of earlier runs whose logdirs were lost
+
 
 def _agg_figure(figsize):
     """A figure on its own Agg canvas, outside pyplot: no global backend switch and no figure registry in
@@ -174,6 +176,24 @@ def _release(ax, table, task, end, name='release', color='tab:gray'):
           f"{name}, mean of {ref['seeds']} seeds", f'{name}, min-max over seeds', lw=1.2)
 
 
+def earlier_records(path):
+    """The records of earlier runs of `path`'s command: `<dir>/earlier/<n>/<name>`, oldest first."""
+    folder = pathlib.Path(path).parent / EARLIER
+    found = [p for p in folder.glob(f'*/{pathlib.Path(path).name}') if p.parent.name.isdigit()]
+    return sorted(found, key=lambda p: int(p.parent.name))
+
+
+def _earlier(ax, path, end):
+    """Dashed lines for the earlier runs' records, each labelled with how far it got."""
+    for n, old in enumerate(earlier_records(path), 1):
+        data = curves.read_record(old)
+        if not len(data['env_step']):
+            continue
+        keep = data['env_step'] <= end
+        ax.plot(data['env_step'][keep], data['score'][keep], color='tab:cyan', lw=1.0, ls='--',
+                label=f"ours, earlier run {n} (logdir lost at {data['env_step'][-1]:,.0f} steps)")
+
+
 def _last_point(ax, data, table, task):
     """Mark our newest point and spell it out, with the release's mean at the same step."""
     x, y = data['env_step'][-1], data['score'][-1]
@@ -192,6 +212,9 @@ def _last_point(ax, data, table, task):
 def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW):
     """Plot the record at `path` (named <version>-<benchmark>-<task>.csv) against the released curve.
 
+    Records of earlier runs of the same command, kept as `earlier/<n>/<the same name>` beside it (a run
+    whose logdir was lost with its machine), are drawn too, dashed, so a restart hides nothing.
+
     The x-axis ends at `end` (the run's step budget); by default at the record's last step rounded up
     to the protocol's grid, since the CSV alone does not hold the budget.
     """
@@ -205,6 +228,7 @@ def record_figure(path, out, end=None, reference_dir=None, window=curves.WINDOW)
     fig = _agg_figure((6.4, 3.8))
     ax = fig.subplots()
     _release(ax, table, task, end)
+    _earlier(ax, path, end)
     ax.plot(data['env_step'], data['score'], color='tab:blue', lw=1.5,
             label=f'ours, mean of the last {window} episodes')
     _last_point(ax, data, table, task)

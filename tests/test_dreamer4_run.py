@@ -20,7 +20,8 @@ PHASES = ('data', 'tokenizer', 'dynamics', 'bc', 'rl')
 
 def test_lambda_returns_match_a_loop():
     rng = np.random.default_rng(0)
-    rewards, values = rng.normal(size=(3, 5)), rng.normal(size=(3, 6))
+    # float32 inputs: the returns are computed in float32 (ops.lambda_return), the loop in float64.
+    rewards, values = [rng.normal(size=s).astype(np.float32) for s in ((3, 5), (3, 6))]
     gamma, lam = 0.9, 0.7
     want = np.zeros((3, 5))
     for b in range(3):
@@ -29,11 +30,11 @@ def test_lambda_returns_match_a_loop():
             ret = rewards[b, k] + gamma * ((1 - lam) * values[b, k + 1] + lam * ret)
             want[b, k] = ret
     got = imagine.lambda_returns(tf.constant(rewards), tf.constant(values), gamma, lam)
-    np.testing.assert_allclose(got.numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-6)
 
 
 def test_lambda_one_is_the_discounted_sum_and_zero_is_td():
-    rewards, values = np.ones((1, 3)), np.full((1, 4), 2.0)
+    rewards, values = np.ones((1, 3), np.float32), np.full((1, 4), 2.0, np.float32)
     mc = imagine.lambda_returns(tf.constant(rewards), tf.constant(values), 0.5, 1.0).numpy()
     np.testing.assert_allclose(mc[0, 0], 1 + 0.5 + 0.25 + 0.125 * 2.0)
     td = imagine.lambda_returns(tf.constant(rewards), tf.constant(values), 0.5, 0.0).numpy()

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from dreamer_tf import dists
+from dreamer_tf import dists, ops
 from dreamer_tf.dreamer4.agent import categorical_kl, pmpo_loss
 from dreamer_tf.layers import MLP, Linear
 
@@ -43,12 +43,13 @@ def lambda_returns(rewards, values, gamma, lam):
 
     rewards [B, H] (r_1..r_H), values [B, H + 1] (v_0..v_H) -> returns [B, H] (R_0..R_{H-1}).
     """
-    ret = values[:, -1]
-    out = []
-    for k in reversed(range(rewards.shape[1])):
-        ret = rewards[:, k] + gamma * ((1.0 - lam) * values[:, k + 1] + lam * ret)
-        out.append(ret)
-    return tf.stack(out[::-1], 1)
+    # index:    0    1    2  ...  H
+    # values:   v0   v1   v2 ...  vH
+    # rewards:       r1   r2 ...  rH        (padded at 0: ops' layout puts r_t beside s_t)
+    # returns:  R0   R1  ... R_{H-1}        (R_H = v_H seeds the recursion)
+    padded = tf.pad(rewards, [[0, 0], [1, 0]])
+    none = tf.zeros_like(padded)           # no episode ends inside an imagined rollout
+    return ops.lambda_return(none, none, padded, values, values, gamma, lam)
 
 
 def value_loss(dist, returns):

@@ -318,6 +318,11 @@ def test_choices_match_the_library_tables():
 BEFORE = pathlib.Path(__file__).parent / 'fixtures' / 'configs_7b7f08e.json'
 # Overlays renamed since: the 2023 release's size presets made room for the CPU demo overlay `small`.
 RENAMED = {'dreamerv3_2023': {'small': 'size_s', 'medium': 'size_m', 'large': 'size_l', 'xlarge': 'size_xl'}}
+# Values changed on purpose since, {key: (then, now)} wherever a combination applying the overlay still
+# had the overlay's old value (a later overlay may set the key itself): the V3 CPU demo overlay's update
+# schedule and learning rate (issue 14; the measurements are in dreamerv3.yaml's comment). The fixture
+# predates the 2023 preset's CPU `small` (its `small` was today's size_s).
+CHANGED = {('dreamerv3', 'small'): {'run.train_ratio': (16.0, 128.0), 'opt.lr': (4e-5, 2.0e-4)}}
 
 
 def test_every_version_and_overlay_has_every_key_of_the_base():
@@ -345,7 +350,12 @@ def test_configs_keep_every_value_they_had_before_the_one_schema():
             obs_space = {'image' if images else 'vector': None}
             config = framework.resolve_auto(config, obs_space, gpu=False, amx=False)
             now = configlib._flatten(config.to_dict())
-            for key, value in {**defaults, **changed}.items():
+            expected = {**defaults, **changed}
+            for name in overlays:
+                for key, (then, now_value) in CHANGED.get((version, name), {}).items():
+                    if expected[key] == then:
+                        expected[key] = now_value
+            for key, value in expected.items():
                 if key == 'jit' and names == 'defaults' and version in ('dreamerv1', 'dreamerv2'):
                     value = False
                 assert (now[key], type(now[key])) == (value, type(value)), (version, names, key)
@@ -420,7 +430,9 @@ def test_the_paper_runs_config_loads_with_every_key():
 # a version's `small` changes is a deviation from its paper, named in its config comment and the README.
 SMALL_MAY_CHANGE = re.compile(r'(rssm\.(deter|hidden|stoch|classes|blocks)|\w+\.(units|layers|depth)|'
                               r'batch_size|batch_length|run\.\w+|opt\.warmup|jit)')
-SMALL_DEVIATIONS = {'dreamerv1': {'loss.rec'}}
+# V3's learning rates 5x the paper's (dreamerv3.yaml, dreamerv3_2023.yaml).
+SMALL_DEVIATIONS = {'dreamerv1': {'loss.rec'}, 'dreamerv3': {'opt.lr'},
+                    'dreamerv3_2023': {'opt.model.lr', 'opt.actor.lr', 'opt.critic.lr'}}
 
 
 @pytest.mark.parametrize('version', ['dreamerv1', 'dreamerv2', 'dreamerv3', 'dreamerv3_2023'])
